@@ -1,0 +1,49 @@
+# The course's commands. Each target installs the environment first if needed (idempotent:
+# a second run finds .venv/.installed newer than pyproject.toml and skips the install).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# The PyTorch build to install when the environment has none (a CPU build where the machine
+# provides one; on a CUDA machine pip picks the matching wheel). Override: make lab TORCH=torch
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+# Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
+NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
+
+.PHONY: help install lab test notebooks exercises clean
+
+help:
+	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
+	@echo "make test       install if needed, then run unit tests + nbval over notebooks/, solutions/, exercises/"
+	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m course_lib.build_exercises --check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 $(NB)
+	$(BIN)/python -m course_lib.build_exercises
+
+exercises: $(STAMP)
+	$(BIN)/python -m course_lib.build_exercises
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

@@ -1,0 +1,227 @@
+"""Scaled dot-product attention, written from scratch.
+
+Everything here is checked against PyTorch's own ``F.scaled_dot_product_attention`` in
+tests/test_attention.py. Shapes use PyTorch's legend:
+
+    B batch, H heads, L query length, S key/value length, E query/key size (d_k), Ev value size.
+
+Leading batch dims ``...`` may be anything that broadcasts, as in PyTorch.
+
+Source: Vaswani et al. 2017, "Attention Is All You Need", sec. 3.2.1, eq. 1:
+``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _validate as v
+
+__all__ = ["dot_product_scores", "softmax", "scaled_dot_product_attention"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def dot_product_scores(query: torch.Tensor, key: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """All query-key dot products at once: ``scores = query @ key^T`` (times ``scale`` if given).
+
+    Entry ``[..., i, j]`` is the dot product of query ``i`` with key ``j``: large when the two
+    vectors point the same way *and* are long (unlike cosine similarity, magnitude counts).
+
+    Args:
+        query: float tensor (..., L, E).
+        key: float tensor (..., S, E), same dtype and device as ``query``.
+        scale: optional float multiplied into the scores. ``None`` means no scaling (the raw
+            dot products of chapter 01); attention uses ``1 / sqrt(E)`` (chapter 03).
+    Returns:
+        scores, same dtype and device as the inputs.
+    Shape:
+        query (..., L, E), key (..., S, E) -> scores (..., L, S); batch dims broadcast.
+    Raises:
+        TypeError: if an input is not a floating tensor, the dtypes differ, or scale is not a number.
+        ValueError: if E differs between query and key, or the batch dims do not broadcast.
+    Taught in: notebooks/01_dot_products.ipynb.  Source: Vaswani et al. 2017, sec. 3.2.1 (Q K^T).
+    """
+    fn = "dot_product_scores"
+    v.tensor(query, "query", fn, min_dim=2, floating=True)
+    v.tensor(key, "key", fn, min_dim=2, floating=True)
+    if query.dtype != key.dtype:
+        raise TypeError(f"{fn}: query and key must have the same dtype, got {query.dtype} and {key.dtype}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"{fn}: query (..., L, E) and key (..., S, E) must share E, got query {v.shape_str(query)} "
+            f"and key {v.shape_str(key)}"
+        )
+    v.broadcast_batch(query, key, ("query", "key"), fn)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise TypeError(f"{fn}: scale must be a float or None, got {type(scale).__name__}")
+    scores = query @ key.transpose(-2, -1)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    if scale is not None:
+        scores = scores * scale
+    return scores
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Numerically stable softmax, from scratch: ``exp(x - max) / sum(exp(x - max))``.
+
+    Subtracting the row maximum changes nothing mathematically (it cancels in the ratio) but
+    keeps ``exp`` from overflowing: ``exp(1000.)`` is ``inf`` in float32, ``exp(0.)`` is 1.
+
+    Entries equal to ``-inf`` get weight exactly 0 (that is how masks work). A slice whose
+    entries are *all* ``-inf`` (a query that may attend to nothing) returns all zeros, never
+    NaN; a naive softmax returns NaN there (0 / 0). float16/bfloat16 inputs are computed in
+    float32 and returned in their own dtype.
+
+    Args:
+        x: float tensor of any shape.
+        dim: the dimension that sums to 1 (default: the last).
+    Returns:
+        weights, same shape, dtype and device as ``x``; each slice along ``dim`` sums to 1
+        (or is all zeros if it was all ``-inf``).
+    Shape:
+        (*) -> (*)
+    Raises:
+        TypeError: if ``x`` is not a floating tensor or ``dim`` is not an int.
+        ValueError: if ``dim`` is out of range for ``x``.
+    Taught in: notebooks/02_softmax.ipynb.  Source: Bridle 1990; the max trick as in
+    Goodfellow et al. 2016, "Deep Learning", sec. 4.1.
+    """
+    fn = "softmax"
+    v.tensor(x, "x", fn, floating=True)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"{fn}: dim must be an int, got {type(dim).__name__}")
+    if not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
+        raise ValueError(f"{fn}: dim={dim} is out of range for x of shape {v.shape_str(x)}")
+    work = x.float() if x.dtype in _HALF else x
+    row_max = work.amax(dim=dim, keepdim=True)
+    # An all -inf slice has max -inf; shifting by it would give -inf - -inf = NaN. Shift by 0 there.
+    row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
+    exp = torch.exp(work - row_max)
+    total = exp.sum(dim=dim, keepdim=True)
+    # An all -inf slice sums to 0: divide by 1 instead, so its weights are 0, not 0/0 = NaN.
+    total = torch.where(total == 0, torch.ones_like(total), total)
+    return (exp / total).to(x.dtype)
+
+
+def _check_mask(attn_mask, query: torch.Tensor, key: torch.Tensor, fn: str) -> None:
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"{fn}: attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+        raise TypeError(
+            f"{fn}: attn_mask must be torch.bool (True = may attend) or a float mask in query's dtype "
+            f"{query.dtype} (added to the scores), got {attn_mask.dtype}"
+        )
+    L, S = query.shape[-2], key.shape[-2]
+    target = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (L, S)
+    try:
+        ok = torch.broadcast_shapes(attn_mask.shape, target) == target
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: attn_mask of shape {v.shape_str(attn_mask)} does not broadcast to the scores' shape "
+            f"{v.shape_str(target)} (..., L, S); a padding mask (B, S) needs two new dims: mask[:, None, :] "
+            f"for (B, L, S) or mask[:, None, None, :] for (B, H, L, S)"
+        )
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    return_weights: bool = False,
+):
+    """Scaled dot-product attention: ``softmax(Q K^T * scale + mask) V``.
+
+    The same numbers as ``torch.nn.functional.scaled_dot_product_attention``, written out so
+    that every step can be read, and optionally returning the attention weights.
+
+    Steps: scores = Q K^T * scale (scale defaults to 1/sqrt(E)); masked scores become -inf
+    (boolean mask, True = may attend) or get the float mask added; weights = softmax over the
+    keys; output = weights @ V, a weighted average of the value vectors.
+
+    A query row whose keys are all masked yields zeros (output and weights), never NaN, as
+    PyTorch does.
+
+    Args:
+        query: float tensor (..., L, E).
+        key: float tensor (..., S, E).
+        value: float tensor (..., S, Ev). All three share dtype and device.
+        attn_mask: optional mask broadcastable to (..., L, S): ``torch.bool`` with True = may
+            attend, or a float tensor in query's dtype that is *added* to the scores (0 / -inf).
+        dropout_p: probability of zeroing a weight (0.0 = off; kept weights are scaled by
+            1/(1-p)). Use 0.0 in evaluation.
+        is_causal: if True, query i may attend to keys 0..i only (top-left aligned, as PyTorch).
+            Cannot be combined with ``attn_mask`` (combine the masks with
+            ``course_lib.masking.combine_masks`` instead), as in PyTorch.
+        scale: multiplier of the scores; ``None`` means 1/sqrt(E).
+        return_weights: if True, also return the attention weights.
+    Returns:
+        output (..., L, Ev), and if ``return_weights``, weights (..., L, S) whose rows sum to 1
+        (or are all zeros for fully masked rows). Same dtype and device as ``query``.
+    Shape:
+        query (..., L, E), key (..., S, E), value (..., S, Ev), attn_mask broadcastable to
+        (..., L, S) -> output (..., L, Ev), weights (..., L, S).
+    Raises:
+        TypeError: if an input is not a floating tensor, dtypes differ, or attn_mask has a wrong dtype.
+        ValueError: if E differs between query and key, S differs between key and value, batch
+            dims do not broadcast, attn_mask has a wrong shape, dropout_p is outside [0, 1), or
+            both attn_mask and is_causal are given.
+    Taught in: notebooks/02_softmax.ipynb (weights @ V), notebooks/03_scaling.ipynb (the scale),
+        notebooks/04_masking.ipynb (masks).
+    Source: Vaswani et al. 2017, sec. 3.2.1, eq. 1; masking: sec. 3.2.3.
+    """
+    fn = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        v.tensor(t, name, fn, min_dim=2, floating=True)
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(
+            f"{fn}: query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
+        )
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"{fn}: query (..., L, E) and key (..., S, E) must share E, got query {v.shape_str(query)} "
+            f"and key {v.shape_str(key)}"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"{fn}: key (..., S, E) and value (..., S, Ev) must share S, got key {v.shape_str(key)} "
+            f"and value {v.shape_str(value)}"
+        )
+    v.broadcast_batch(query, key, ("query", "key"), fn)
+    v.broadcast_batch(key, value, ("key", "value"), fn)
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"{fn}: dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if attn_mask is not None:
+        if is_causal:
+            raise ValueError(
+                f"{fn}: give attn_mask or is_causal=True, not both; to use both, pass "
+                f"combine_masks(causal_mask(L, S), your_mask) as attn_mask"
+            )
+        _check_mask(attn_mask, query, key, fn)
+
+    L, E, S = query.shape[-2], query.shape[-1], key.shape[-2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(E)
+    scores = dot_product_scores(query, key, scale=scale)  # (..., L, S)
+    if is_causal:
+        allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()  # (L, S), top-left aligned
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    elif attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))  # -inf *before* softmax
+        else:
+            scores = scores + attn_mask
+    weights = softmax(scores, dim=-1)  # (..., L, S), each row sums to 1 (or is all 0)
+    if dropout_p > 0.0:
+        weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)
+    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    if return_weights:
+        return output, weights
+    return output

@@ -1,0 +1,154 @@
+"""Generate the student notebooks in exercises/ from their single source in solutions/.
+
+In a solution notebook, the code a student must write sits between two marker lines inside a
+function (or method) body::
+
+    def softmax(x, dim=-1):
+        ### BEGIN SOLUTION
+        shifted = x - x.amax(dim=dim, keepdim=True)
+        ...
+        ### END SOLUTION
+
+The generator replaces each region (markers included) with one line at the marker's
+indentation, ``raise NotImplementedError("...")``, clears every output and execution count,
+and drops cells tagged ``solution-only``. The result still runs top to bottom: defining a
+function that raises is harmless, and the check cell after it reports "not implemented yet".
+
+Usage::
+
+    python -m course_lib.build_exercises            # write exercises/
+    python -m course_lib.build_exercises --check    # exit 1 if exercises/ is stale
+
+Raises ``ValueError`` (exit 2 from the command line) for an unmatched marker or a region at the
+top level of a cell, which would make the exercise notebook fail to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check cell below.")'
+SOLUTION_ONLY_TAG = "solution-only"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def strip_solutions(source: str, where: str = "cell") -> str:
+    """Replace each BEGIN/END SOLUTION region of a code cell's source with a stub line.
+
+    Args:
+        source: the cell's source code.
+        where: a description for error messages (notebook and cell number).
+    Returns:
+        the source with every region replaced by ``raise NotImplementedError(...)``.
+    Raises:
+        ValueError: for an END without BEGIN, a BEGIN without END, nested regions, or a region
+            that is not indented (top-level code would stop the exercise notebook).
+    """
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), 1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if inside:
+                raise ValueError(f"{where}, line {number}: nested {BEGIN!r}")
+            indent = line[: len(line) - len(line.lstrip())]
+            if not indent:
+                raise ValueError(
+                    f"{where}, line {number}: a solution region must be inside a function body "
+                    f"(indented), or the exercise notebook could not run top to bottom"
+                )
+            out.append(indent + STUB)
+            inside = True
+        elif marker == END:
+            if not inside:
+                raise ValueError(f"{where}, line {number}: {END!r} without {BEGIN!r}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: {BEGIN!r} without {END!r}")
+    return "\n".join(out)
+
+
+def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """Return the exercise version of a solution notebook (a new object; the input is unchanged)."""
+    nb = nbformat.from_dict(solution)  # deep copy
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        if SOLUTION_ONLY_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        cell.get("metadata", {}).pop("execution", None)
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
+            cell.outputs = []
+            cell.execution_count = None
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata["course"] = {"generated_from": f"solutions/{name}", "edit": "edit the solution, then run make exercises"}
+    return nb
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    """The exact text written to disk (nbformat's own JSON layout, newline-terminated)."""
+    return nbformat.writes(nb) + "\n"
+
+
+def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
+    """Generate (or, with ``check``, compare) every exercise notebook.
+
+    Returns:
+        the list of problems found in check mode (stale, missing or orphaned exercise files);
+        empty when everything is up to date. In write mode, the list of files written.
+    """
+    sources = sorted(solutions.glob("*.ipynb"))
+    report: list[str] = []
+    if not check:
+        exercises.mkdir(parents=True, exist_ok=True)
+    for path in sources:
+        text = render(make_exercise(nbformat.read(path, as_version=4), path.name))
+        target = exercises / path.name
+        if check:
+            if not target.exists():
+                report.append(f"missing: {target} (generate it from {path})")
+            elif target.read_text(encoding="utf-8") != text:
+                report.append(f"stale: {target} differs from what {path} generates")
+        elif not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            report.append(str(target))
+    names = {p.name for p in sources}
+    for orphan in sorted(exercises.glob("*.ipynb")):
+        if orphan.name not in names:
+            report.append(f"orphan: {orphan} has no source in {solutions}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if exercises/ is not what solutions/ generates")
+    parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help="folder of solution notebooks")
+    parser.add_argument("--exercises", type=Path, default=ROOT / "exercises", help="folder to write exercises to")
+    args = parser.parse_args(argv)
+    try:
+        report = build(args.solutions, args.exercises, check=args.check)
+    except ValueError as exc:
+        print(f"build_exercises: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        if report:
+            print("exercises/ is out of date; run `make exercises`:\n  " + "\n  ".join(report))
+            return 1
+        print(f"exercises/ is up to date with {args.solutions.name}/")
+        return 0
+    for line in report:
+        print(("wrote " if not line.startswith("orphan") else "") + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

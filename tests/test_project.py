@@ -1,0 +1,69 @@
+"""The project's own wiring: dependency lists agree, CI runs the README's command, torch 2.13.0 fits."""
+
+import re
+import tomllib
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from course_lib.build_exercises import ROOT
+
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _pyproject_requirements():
+    project = _pyproject()["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return {Requirement(r).name.lower(): Requirement(r).specifier for r in reqs}
+
+
+def _conda_requirements():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    out, pip_section = {}, None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip_section = dep["pip"]
+            continue
+        req = Requirement(dep.replace("=", "==", 1) if re.fullmatch(r"[\w-]+=[\d.]+", dep) else dep)
+        if req.name in ("python", "pip"):
+            continue
+        out[CONDA_NAMES.get(req.name, req.name).lower()] = req.specifier
+    return out, pip_section
+
+
+def test_environment_yml_and_pyproject_agree():
+    conda, pip_section = _conda_requirements()
+    assert conda == _pyproject_requirements()
+    assert pip_section == ["-e ."]  # installs course_lib itself
+
+
+def test_torch_range_accepts_the_ci_build():
+    torch_spec = _pyproject_requirements()["torch"]
+    assert Version("2.13.0") in torch_spec
+    assert "2.13.0" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make lab" in readme
+    commands = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1].strip() == "make test"
+
+
+def test_readme_chapter_map_lists_every_lesson():
+    readme = (ROOT / "README.md").read_text()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert nb.name in readme, f"README's chapter map does not list {nb.name}"
+
+
+def test_pytest_runs_nbval_over_every_notebook_folder():
+    options = _pyproject()["tool"]["pytest"]["ini_options"]
+    assert {"notebooks", "solutions", "exercises", "tests"} <= set(options["testpaths"])
+    for flag in ("--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", "--nbval-sanitize-with"):
+        assert flag in options["addopts"]
