@@ -15,13 +15,14 @@ PYTEST_ARGS ?=
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises clean
+.PHONY: help install lab test notebooks exercises grade clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
 	@echo "make test       install if needed, then run unit tests + nbval over notebooks/, solutions/, exercises/"
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,15 @@ notebooks: $(STAMP)
 
 exercises: $(STAMP)
 	$(BIN)/python -m course_lib.build_exercises
+
+# Batch grading: make grade SUBMISSIONS=dir [OUT=grades] [GRADE_ARGS="--seed 1234 --jobs 2"]
+SUBMISSIONS ?=
+OUT     ?= grades
+GRADE_ARGS ?=
+
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=grades]"; exit 2; }
+	$(BIN)/course-grade $(SUBMISSIONS) --out $(OUT) $(GRADE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

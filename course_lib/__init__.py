@@ -1,27 +1,47 @@
 """course_lib: the package behind "Attention, from dot products to transformers".
 
 Every notebook imports it; nothing a notebook needs twice is defined in a notebook.
-See README.md for the chapter map and DESIGN (shared/) for the API contract.
+See README.md for the chapter map, and each function's docstring for the chapter that teaches it.
 """
 
-from . import attention, device, masking
+from . import attention, device, masking, multihead, positional, toy, viz
 from .attention import dot_product_scores, scaled_dot_product_attention, softmax
 from .device import get_device, set_seed
 from .masking import causal_mask, combine_masks, padding_mask, to_additive
+from .multihead import MultiHeadAttention, merge_heads, split_heads
+from .positional import LearnedPositionalEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # modules
     "attention",
     "device",
     "masking",
+    "multihead",
+    "positional",
+    "toy",
+    "viz",
+    # course_lib.device (every notebook's first cell)
+    "get_device",
+    "set_seed",
+    # course_lib.attention (chapters 01-03)
     "dot_product_scores",
     "softmax",
     "scaled_dot_product_attention",
-    "get_device",
-    "set_seed",
+    # course_lib.masking (chapter 04)
     "causal_mask",
     "padding_mask",
     "combine_masks",
     "to_additive",
+    # course_lib.multihead (chapter 05)
+    "split_heads",
+    "merge_heads",
+    "MultiHeadAttention",
+    # course_lib.positional (chapter 07)
+    "sinusoidal_encoding",
+    "LearnedPositionalEmbedding",
+    "apply_rope",
+    "alibi_slopes",
+    "alibi_bias",
 ]

@@ -130,8 +130,8 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     """Turn a boolean mask (True = may attend) into an additive float mask: 0 where allowed, -inf where not.
 
     ``-inf`` exists in every float dtype and gives a weight of exactly 0 after softmax. A finite
-    fill such as ``-1e9`` does not fit in float16 (its largest magnitude is 65504), so it
-    silently becomes ``-inf`` there or overflows when added to the scores.
+    fill such as minus one billion does not fit in float16 (its largest magnitude is 65504):
+    ``masked_fill`` refuses it, and a cast turns it into ``-inf`` anyway (chapter 04 shows both).
 
     Args:
         mask: boolean tensor, any shape.

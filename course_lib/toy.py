@@ -4,7 +4,8 @@
 "it"? Chapters 01-03 answer with the hand-made vectors below, whose every dimension has a
 meaning; chapter 08 answers with a trained toy model and chapter 10 with a real one.
 
-Taught in: notebooks/01_dot_products.ipynb (and reused in 02 and 03).
+Taught in: notebooks/01_dot_products.ipynb (and reused in 02 and 03); the batch tokenizer at the
+end (build_vocab, encode_batch) in notebooks/04_masking.ipynb.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ import re
 
 import torch
 
-__all__ = ["SENTENCE", "FEATURES", "tokenize", "embed", "sentence_embeddings"]
+__all__ = [
+    "SENTENCE",
+    "FEATURES",
+    "tokenize",
+    "embed",
+    "sentence_embeddings",
+    "PAD_TOKEN",
+    "UNK_TOKEN",
+    "build_vocab",
+    "encode_batch",
+]
 
 SENTENCE = "The cat sat on the mat because it was tired."
 
@@ -87,3 +98,95 @@ def sentence_embeddings(text: str = SENTENCE, dtype: torch.dtype = torch.float32
     """
     tokens = tokenize(text)
     return tokens, embed(tokens, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny word-level tokenizer for batches of sentences (chapter 04: padding masks).
+# --------------------------------------------------------------------------------------------
+
+#: The padding token: fills the end of a short sentence so that a batch is rectangular. Id 0.
+PAD_TOKEN = "<pad>"
+#: The unknown token: stands for any word that is not in the vocabulary. Id 1.
+UNK_TOKEN = "<unk>"
+
+
+def _check_sentences(sentences, fn: str) -> list[str]:
+    if isinstance(sentences, str) or not isinstance(sentences, (list, tuple)):
+        hint = "; wrap a single sentence in a list: [sentence]" if isinstance(sentences, str) else ""
+        raise TypeError(f"{fn}: sentences must be a list of str, got {type(sentences).__name__}{hint}")
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(f"{fn}: sentences[{i}] must be a str, got {type(sentence).__name__}")
+    if len(sentences) == 0:
+        raise ValueError(f"{fn}: sentences must hold at least one sentence, got an empty list")
+    return list(sentences)
+
+
+def build_vocab(sentences: list[str]) -> dict[str, int]:
+    """Give every distinct word of some sentences an integer id, after the two special tokens.
+
+    Ids: ``"<pad>"`` is 0 and ``"<unk>"`` is 1 (see :data:`PAD_TOKEN`, :data:`UNK_TOKEN`); then
+    each word, lower-cased, in the order it first appears (words come from :func:`tokenize`,
+    so punctuation marks are words too).
+
+    Args:
+        sentences: a non-empty list (or tuple) of str.
+    Returns:
+        dict from token to id, ids 0, 1, ..., V - 1 with no gaps (V = the vocabulary size):
+        ``build_vocab(["The cat.", "the dog"]) == {"<pad>": 0, "<unk>": 1, "the": 2, "cat": 3,
+        ".": 4, "dog": 5}``.
+    Raises:
+        TypeError: if sentences is a str (wrap it in a list) or holds something that is not a str.
+        ValueError: if sentences is empty.
+    Taught in: notebooks/04_masking.ipynb.
+    """
+    fn = "build_vocab"
+    vocab = {PAD_TOKEN: 0, UNK_TOKEN: 1}
+    for sentence in _check_sentences(sentences, fn):
+        for token in tokenize(sentence):
+            vocab.setdefault(token.lower(), len(vocab))
+    return vocab
+
+
+def encode_batch(sentences: list[str], vocab: dict[str, int]):
+    """Turn sentences of different lengths into one right-padded tensor of token ids.
+
+    Each sentence is split with :func:`tokenize`, lower-cased and looked up in ``vocab``
+    (a word not in it becomes ``vocab["<unk>"]``). Short sentences are filled up at the end
+    (right padding) with ``vocab["<pad>"]`` to the length S of the longest one, so that the
+    batch is one rectangular tensor. ``lengths`` says where the real tokens end:
+    ``course_lib.masking.padding_mask(lengths, S)`` is True exactly on them.
+
+    Args:
+        sentences: a non-empty list (or tuple) of B str; a sentence may be empty ("").
+        vocab: dict from token to id, with ``"<pad>"`` and ``"<unk>"`` in it (e.g. from
+            :func:`build_vocab`).
+    Returns:
+        ``(ids, lengths)``: ids, a torch.long tensor (B, S) on the CPU, where
+        S = max(longest sentence, 1); and lengths, a torch.long tensor (B,) with the number of
+        real tokens of each sentence. ``ids[b, lengths[b]:]`` is all pad ids.
+    Shape:
+        ids (B, S), lengths (B,)
+    Raises:
+        TypeError: if sentences is not a list of str, vocab is not a dict, or an id is not an int.
+        ValueError: if sentences is empty or vocab lacks "<pad>" or "<unk>".
+    Taught in: notebooks/04_masking.ipynb.
+    """
+    fn = "encode_batch"
+    sentences = _check_sentences(sentences, fn)
+    if not isinstance(vocab, dict):
+        raise TypeError(f"{fn}: vocab must be a dict from token to id (see build_vocab), got {type(vocab).__name__}")
+    for special in (PAD_TOKEN, UNK_TOKEN):
+        if special not in vocab:
+            raise ValueError(f"{fn}: vocab must contain the special token {special!r} (build it with build_vocab)")
+    bad = [t for t, i in vocab.items() if isinstance(i, bool) or not isinstance(i, int)]
+    if bad:
+        raise TypeError(f"{fn}: vocab ids must be ints, got {type(vocab[bad[0]]).__name__} for {bad[0]!r}")
+    pad, unk = vocab[PAD_TOKEN], vocab[UNK_TOKEN]
+    rows = [[vocab.get(token.lower(), unk) for token in tokenize(s)] for s in sentences]
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)  # (B,)
+    S = max(int(lengths.max()), 1)
+    ids = torch.full((len(rows), S), pad, dtype=torch.long)  # (B, S), all pad to start with
+    for b, row in enumerate(rows):
+        ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids, lengths

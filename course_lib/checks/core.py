@@ -3,16 +3,32 @@
 A chapter's checks module (``course_lib/checks/<chapter>.py``) describes each exercise as an
 :class:`Exercise`: the reference function, a few :class:`Property` groups of seeded
 :class:`Case` inputs, and the known :class:`Mistake` variants, then calls :func:`run_check`.
+
+Checking is split in two steps, so that the batch grader can run them in different processes:
+
+1. :func:`compute_outcomes` calls the learner's function on every case and records what came
+   back (:class:`Returned`) or what was raised (:class:`Raised`). In the notebook this runs in
+   the learner's kernel; in batch it runs in the grader's sandbox process.
+2. :func:`judge` turns those outcomes into a :class:`CheckReport` (pass/fail per property, the
+   smallest failing input, the mistakes recognised). It is a pure function of the exercise and
+   the outcomes, and the batch grader runs it in its own process.
+
+:func:`run_check` does both, then prints. Under :func:`capture` it does neither: it records the
+exercise (and the callable it was given) and returns, which is how the grader collects every
+exercise of a chapter with the instructor's seed.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Union
 
 import torch
 
 NOT_IMPLEMENTED = "not implemented yet"
+HAND_WRITTEN = "written by hand"  # the title of the property added when a ready-made function is used
 
 
 # --------------------------------------------------------------------------------------------
@@ -31,13 +47,21 @@ class Case:
     def size(self) -> int:
         return sum(a.numel() for a in (*self.args, *self.kwargs.values()) if isinstance(a, torch.Tensor))
 
-    def describe(self) -> str:
+    def describe(self, values: bool = True) -> str:
+        """The call's arguments as text: small tensors in full, others as dtype and shape.
+
+        With ``values=False`` (batch feedback, where inputs stay hidden) every tensor is shown as
+        dtype and shape only, and other arguments by their type.
+        """
         parts = []
         items = [(None, a) for a in self.args] + list(self.kwargs.items())
         for name, a in items:
             prefix = f"{name}=" if name else ""
-            if isinstance(a, torch.Tensor):
-                if a.numel() <= 8:
+            if not values and not isinstance(a, torch.Tensor):
+                shown = repr(a) if isinstance(a, (bool, int)) or a is None else f"<{type(a).__name__}>"
+                parts.append(prefix + shown)
+            elif isinstance(a, torch.Tensor):
+                if a.numel() <= 8 and values:
                     parts.append(prefix + _fmt_tensor(a))
                 else:
                     parts.append(f"{prefix}<{a.dtype} tensor of shape {tuple(a.shape)}>".replace("torch.", ""))
@@ -76,7 +100,7 @@ class CheckReport:
     """The outcome of one check. ``score`` is the fraction of properties passed (0 to 1)."""
 
     exercise: str
-    status: str  # "passed", "failed", "not implemented", "error"
+    status: str  # "passed", "failed", "not implemented", "error" ("captured" under capture())
     results: list[PropertyResult] = field(default_factory=list)
     diagnoses: list[str] = field(default_factory=list)  # keys of the mistakes recognised
 
@@ -98,6 +122,13 @@ class CheckReport:
 
 @dataclass
 class Exercise:
+    """One exercise: the learner's function ``name`` is compared with ``reference`` on every case.
+
+    ``mistakes`` are the known wrong variants to recognise; ``compare(got, expected)`` returns a
+    reason when the two differ (default: same shape, floating dtype, device and values within
+    the dtype's tolerance).
+    """
+
     name: str
     reference: Callable[..., Any]
     properties: list[Property]
@@ -142,9 +173,22 @@ def _difference(got: Any, expected: torch.Tensor) -> str | None:
     return None
 
 
+def _fresh(a: Any) -> Any:
+    """A copy of one argument that the learner's function may modify freely (tensors cloned)."""
+    if isinstance(a, torch.Tensor):
+        return a.clone()
+    if isinstance(a, list):
+        return [_fresh(x) for x in a]
+    if isinstance(a, tuple):
+        return tuple(_fresh(x) for x in a)
+    if isinstance(a, dict):
+        return {k: _fresh(x) for k, x in a.items()}
+    return a
+
+
 def _call(fn: Callable, case: Case):
-    args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in case.args)
-    kwargs = {k: (a.clone() if isinstance(a, torch.Tensor) else a) for k, a in case.kwargs.items()}
+    args = tuple(_fresh(a) for a in case.args)
+    kwargs = {k: _fresh(a) for k, a in case.kwargs.items()}
     return fn(*args, **kwargs)
 
 
@@ -152,33 +196,107 @@ def _is_not_implemented(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError)
 
 
-def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) -> CheckReport:
-    """Run every property of ``exercise`` on ``student_fn``; print and return a CheckReport."""
+# --------------------------------------------------------------------------------------------
+# Outcomes: what the learner's function did on each case (computed here or in a sandbox).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Returned:
+    """The learner's function returned ``value`` on a case."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Raised:
+    """The learner's function raised on a case: the exception's type name and message.
+
+    ``not_implemented`` is True for NotImplementedError (and its subclasses): the exercise is
+    still the unfilled stub.
+    """
+
+    type_name: str
+    message: str = ""
+    not_implemented: bool = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> "Raised":
+        return cls(type(exc).__name__, str(exc), _is_not_implemented(exc))
+
+    def reason(self) -> str:
+        first = self.message.splitlines()[0] if self.message else ""
+        return f"raised {self.type_name}: {first}".rstrip(": ")
+
+
+Outcome = Union[Returned, Raised]
+
+
+def compute_outcomes(exercise: Exercise, student_fn: Callable) -> list[list[Outcome]]:
+    """Call ``student_fn`` on every case of ``exercise``; one outcome per case, per property.
+
+    Cases are run smallest first within each property (the order of the original check). Once
+    the function raises NotImplementedError, it is not called again: every remaining case gets
+    that same outcome.
+
+    Returns:
+        ``outcomes[i][j]`` for ``exercise.properties[i].cases[j]``.
+    """
+    outcomes: list[list[Outcome]] = []
+    stub: Raised | None = None
+    for prop in exercise.properties:
+        row: list[Outcome | None] = [None] * len(prop.cases)
+        for j in sorted(range(len(prop.cases)), key=lambda j: prop.cases[j].size()):
+            if stub is not None:
+                row[j] = stub
+                continue
+            try:
+                row[j] = Returned(_call(student_fn, prop.cases[j]))
+            except Exception as exc:  # the learner's code may raise anything
+                row[j] = Raised.from_exception(exc)
+                if row[j].not_implemented:
+                    stub = row[j]
+        outcomes.append(row)  # type: ignore[arg-type]
+    return outcomes
+
+
+def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool = True) -> CheckReport:
+    """The verdict on one exercise, from the learner's outcomes: a pure function, no learner code runs.
+
+    Args:
+        exercise: the exercise (reference, properties, mistakes, compare).
+        outcomes: ``outcomes[i][j]`` is what the learner's function did on
+            ``exercise.properties[i].cases[j]`` (see :func:`compute_outcomes`).
+        show_values: show small input tensors in full in the failure details (the notebook);
+            ``False`` shows dtypes and shapes only (batch feedback, where inputs stay hidden).
+    Returns:
+        a CheckReport: ``status`` "passed", "failed" or "not implemented"; one result per property;
+        ``diagnoses``, the keys of the mistakes recognised, most often seen first.
+    Raises:
+        ValueError: if ``outcomes`` does not have one entry per case.
+    """
+    if len(outcomes) != len(exercise.properties) or any(
+        len(row) != len(prop.cases) for row, prop in zip(outcomes, exercise.properties)
+    ):
+        raise ValueError(f"{exercise.name}: outcomes do not match the exercise's cases")
     report = CheckReport(exercise.name, "passed")
-    if not callable(student_fn):
-        report.status = "error"
-        report.results.append(PropertyResult("is a function", False, f"got {type(student_fn).__name__}, not a function"))
-        _print(report, verbose)
-        return report
     compare = exercise.compare or _difference
     mistake_votes: dict[str, int] = {}
-    for prop in exercise.properties:
+    for prop, row in zip(exercise.properties, outcomes):
         failure: tuple[Case, str] | None = None
-        for case in sorted(prop.cases, key=Case.size):
-            expected = _call(exercise.reference, case)
-            try:
-                got = _call(student_fn, case)
-            except Exception as exc:  # the learner's code may raise anything
-                if _is_not_implemented(exc):
+        for j in sorted(range(len(prop.cases)), key=lambda j: prop.cases[j].size()):
+            case, outcome = prop.cases[j], row[j]
+            if isinstance(outcome, Raised):
+                if outcome.not_implemented:
                     report.status = "not implemented"
                     report.results = []
-                    _print(report, verbose)
                     return report
-                reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-                for key in _diagnose_exception(exc, case):
+                for key in _diagnose_exception_text(outcome.message, case):
                     mistake_votes[key] = mistake_votes.get(key, 0) + 1
-                failure = failure or (case, reason)
+                failure = failure or (case, outcome.reason())
                 continue
+            expected = _call(exercise.reference, case)
+            got = outcome.value
             reason = compare(got, expected)
             if reason is None:
                 continue
@@ -194,11 +312,84 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) ->
             report.results.append(PropertyResult(prop.title, True))
         else:
             case, reason = failure
-            report.results.append(PropertyResult(prop.title, False, f"on input {case.describe()}: {reason}"))
+            report.results.append(PropertyResult(prop.title, False, f"on input {case.describe(show_values)}: {reason}"))
     if report.passed < report.total:
         report.status = "failed"
         ranked = sorted(mistake_votes.items(), key=lambda kv: -kv[1])
         report.diagnoses = [key for key, _ in ranked]
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Capturing exercises (the batch grader) instead of running them.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Captured:
+    """An exercise recorded by :func:`run_check` under :func:`capture`, with the callable it was given.
+
+    ``fn`` is the learner's function itself, or a wrapper around it when the chapter's check
+    adapts the function before checking it.
+    """
+
+    exercise: Exercise
+    fn: Any
+
+
+_CAPTURING: ContextVar[list | None] = ContextVar("course_lib_checks_capturing", default=None)
+
+
+@contextmanager
+def capture() -> Iterator[list[Captured]]:
+    """Record exercises instead of checking them: inside, run_check appends and returns at once.
+
+    Usage (the batch grader)::
+
+        with capture() as captured:
+            check_softmax(placeholder, seed=instructor_seed)
+        exercise = captured[0].exercise
+
+    Yields:
+        the list that each run_check call appends a :class:`Captured` to. Nothing is printed and
+        the learner's function is never called.
+    """
+    records: list[Captured] = []
+    token = _CAPTURING.set(records)
+    try:
+        yield records
+    finally:
+        _CAPTURING.reset(token)
+
+
+# --------------------------------------------------------------------------------------------
+# run_check: compute the outcomes here, judge them, add the hand-written check, print.
+# --------------------------------------------------------------------------------------------
+
+
+def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) -> CheckReport:
+    """Run every property of ``exercise`` on ``student_fn``; print and return a CheckReport.
+
+    Under :func:`capture`, record the exercise and return a report with status "captured"
+    instead (the function is not called, nothing is printed).
+    """
+    records = _CAPTURING.get()
+    if records is not None:
+        records.append(Captured(exercise, student_fn))
+        return CheckReport(exercise.name, "captured")
+    if not callable(student_fn):
+        report = CheckReport(exercise.name, "error")
+        report.results.append(PropertyResult("is a function", False, f"got {type(student_fn).__name__}, not a function"))
+        _print(report, verbose)
+        return report
+    report = judge(exercise, compute_outcomes(exercise, student_fn))
+    if report.status != "not implemented":
+        from .handwritten import hand_written_result, ready_made_in_function  # noqa: PLC0415  (imports core)
+
+        result = hand_written_result(exercise.name, ready_made_in_function(exercise.name, student_fn))
+        if result is not None:
+            report.results.append(result)
+            report.status = "failed"
     _print(report, verbose, exercise)
     return report
 
@@ -208,11 +399,16 @@ _EXCEPTION_HINTS = {
     "fill with float('-inf') (or torch.finfo(scores.dtype).min), not -1e9.",
     "batch_transpose": "It works for 2-D inputs but not with leading batch dims: `.T` reverses *all* dims. "
     "Transpose only the last two: key.transpose(-2, -1).",
+    "view_after_transpose": "`.view(...)` fails after a transpose: the transposed tensor is not contiguous in "
+    "memory, so it cannot be re-viewed. Use `.reshape(...)` (or `.contiguous().view(...)`) after the transpose.",
 }
 
 
 def _diagnose_exception(exc: BaseException, case: Case) -> list[str]:
-    text = str(exc)
+    return _diagnose_exception_text(str(exc), case)
+
+
+def _diagnose_exception_text(text: str, case: Case) -> list[str]:
     keys = []
     if "cannot be converted to type" in text and "Half" in text:
         keys.append("finite_fill_half")
@@ -220,11 +416,21 @@ def _diagnose_exception(exc: BaseException, case: Case) -> list[str]:
         "mat1 and mat2" in text or "must match the size" in text or "broadcast" in text or "Expected size" in text
     ):
         keys.append("batch_transpose")
+    if "view size is not compatible" in text:
+        keys.append("view_after_transpose")
     return keys
 
 
+def diagnosis_message(exercise: Exercise | None, key: str) -> str:
+    """The plain-words message for a diagnosis key: the exercise's own mistake, else a crash hint."""
+    for mistake in exercise.mistakes if exercise else ():
+        if mistake.key == key:
+            return mistake.message
+    return _EXCEPTION_HINTS.get(key, key)
+
+
 def _print(report: CheckReport, verbose: bool, exercise: Exercise | None = None) -> None:
-    if not verbose:
+    if not verbose or report.status == "captured":
         return
     name = report.exercise
     if report.status == "not implemented":
@@ -236,11 +442,11 @@ def _print(report: CheckReport, verbose: bool, exercise: Exercise | None = None)
         print(f"  [{'pass' if r.passed else 'FAIL'}] {r.title}")
         if not r.passed:
             print(f"         {r.detail}")
-    messages = {m.key: m.message for m in exercise.mistakes} if exercise else {}
-    messages.update(_EXCEPTION_HINTS)
     for key in report.diagnoses:
-        print(f"  Diagnosis: {messages.get(key, key)}")
-    if report.status == "failed" and not report.diagnoses:
+        print(f"  Diagnosis: {diagnosis_message(exercise, key)}")
+    if report.status == "failed" and not report.diagnoses and any(
+        not r.passed and not r.title.startswith(HAND_WRITTEN) for r in report.results
+    ):
         print("  No known mistake matches; compare your steps with the lesson, one shape at a time.")
 
 

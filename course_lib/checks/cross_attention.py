@@ -1,3 +1,297 @@
-"""Checks for chapter cross_attention (filled in by the chapter author)."""
+"""Checks for chapter 06, cross-attention: where queries, keys and values come from, the masks of an
+encoder-decoder model, and how well attention weights recover a known word alignment.
 
-__all__: list[str] = []
+Taught in: solutions/ and exercises/ 06_cross_attention.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from ..attention import scaled_dot_product_attention, softmax as _softmax
+from ..masking import causal_mask, padding_mask
+from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+
+__all__ = ["check_cross_attention", "check_encoder_decoder_masks", "check_alignment_accuracy"]
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 1: cross_attention(x_dec, x_enc, W_query, W_key, W_value).
+# --------------------------------------------------------------------------------------------
+
+
+def _ref_cross_attention(x_dec, x_enc, W_query, W_key, W_value):
+    query = x_dec @ W_query  # (B, L, D) @ (D, E) -> (B, L, E)
+    key = x_enc @ W_key  # (B, S, D) @ (D, E) -> (B, S, E)
+    value = x_enc @ W_value  # (B, S, D) @ (D, Ev) -> (B, S, Ev)
+    return scaled_dot_product_attention(query, key, value)  # (B, L, Ev)
+
+
+def _cross_variant(*, q_from="dec", k_from="enc", v_from="enc", scale="E", softmax_dim=-1):
+    def fn(x_dec, x_enc, W_query, W_key, W_value):
+        src = {"dec": x_dec, "enc": x_enc}
+        q = src[q_from] @ W_query  # (B, ., E)
+        k = src[k_from] @ W_key  # (B, ., E)
+        v = src[v_from] @ W_value  # (B, ., Ev)
+        scores = q @ k.transpose(-2, -1)  # (B, ., E) @ (B, E, .) -> (B, ., .)
+        scores = scores / {"E": math.sqrt(q.shape[-1]), "D": math.sqrt(x_dec.shape[-1]), "none": 1.0}[scale]
+        return _softmax(scores, dim=softmax_dim) @ v  # (B, ., .) @ (B, ., Ev) -> (B, ., Ev)
+
+    return fn
+
+
+class LengthMismatchError(RuntimeError):
+    """The learner's function runs when L == S but fails when L != S (raised by the check, not by torch)."""
+
+
+def _guard_lengths(fn: Callable) -> Callable:
+    """Wrap ``fn`` so that a crash that happens only when L != S is reported as such.
+
+    Mixing a decoder-length tensor with an encoder-length one (keys from the decoder, values from
+    the encoder) fails inside torch with a shape error whose text the framework would otherwise
+    read as a batch-transpose mistake. When the same function runs on the same inputs cut to a
+    common length, the crash is about L != S, and the report says so instead.
+    """
+
+    def guarded(x_dec, x_enc, W_query, W_key, W_value):
+        try:
+            return fn(x_dec, x_enc, W_query, W_key, W_value)
+        except NotImplementedError:
+            raise
+        except Exception as exc:
+            L, S = x_dec.shape[-2], x_enc.shape[-2]
+            if L == S:
+                raise
+            n = min(L, S)
+            try:
+                fn(x_dec[..., :n, :].clone(), x_enc[..., :n, :].clone(), W_query.clone(), W_key.clone(), W_value.clone())
+            except Exception:
+                raise exc from None
+            raise LengthMismatchError(
+                f"{type(exc).__name__} with L={L} decoder and S={S} encoder tokens, but runs when both are {n}: "
+                f"somewhere a tensor of the decoder's length L meets one of the encoder's length S (keys and "
+                f"values must both come from x_enc)"
+            ) from None
+
+    return guarded
+
+
+def check_cross_attention(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``cross_attention(x_dec, x_enc, W_query, W_key, W_value)``: single-head cross-attention.
+
+    Queries come from ``x_dec`` (B, L, D), keys and values from ``x_enc`` (B, S, D); the weights
+    (D, E), (D, E), (D, Ev) are applied as ``x @ W``; scores are scaled by 1/sqrt(E); the result is
+    (B, L, Ev).
+
+    Taught in: notebooks/06_cross_attention.ipynb.
+    """
+    g = _gen(seed)
+
+    def case(B, L, S, D, E, Ev, dtype=torch.float32, label=""):
+        return Case(
+            (_randn(g, B, L, D, dtype=dtype), _randn(g, B, S, D, dtype=dtype), _randn(g, D, E, dtype=dtype, scale=0.8),
+             _randn(g, D, E, dtype=dtype, scale=0.8), _randn(g, D, Ev, dtype=dtype)),
+            label=label,
+        )
+
+    # A hand-made example: identity projections, 2 decoder tokens, 3 encoder tokens. Decoder token 0
+    # matches encoder token 2, decoder token 1 matches encoder token 0.
+    eye = torch.eye(2)
+    hand = Case((torch.tensor([[[0.0, 2.0], [3.0, 0.0]]]), torch.tensor([[[3.0, 0.0], [1.0, 1.0], [0.0, 3.0]]]),
+                 eye, eye, eye), label="identity projections")
+    ex = Exercise(
+        "cross_attention",
+        _ref_cross_attention,
+        [
+            Property("a hand-made example: each decoder token finds the encoder token it matches (L=2, S=3)", [hand]),
+            Property("L != S: x_dec (B, L, D), x_enc (B, S, D) -> (B, L, Ev), with E != Ev",
+                     [case(1, 2, 5, 4, 3, 2), case(2, 3, 6, 8, 4, 5), case(3, 7, 4, 6, 2, 3)]),
+            Property("L == S: keys and values still come from x_enc", [case(2, 4, 4, 6, 3, 2), case(1, 5, 5, 4, 8, 4)]),
+            Property("float64 in, float64 out", [case(2, 3, 5, 4, 6, 2, dtype=torch.float64)]),
+        ],
+        [
+            Mistake("queries_from_encoder", "Your queries come from the encoder (or queries and keys/values are swapped): "
+                    "the *decoder* asks, so query = x_dec @ W_query, and the output has one row per decoder token, "
+                    "(B, L, Ev), not (B, S, Ev).", _cross_variant(q_from="enc", k_from="dec", v_from="dec")),
+            Mistake("queries_from_encoder", "Your queries come from the encoder (or queries and keys/values are swapped): "
+                    "the *decoder* asks, so query = x_dec @ W_query, and the output has one row per decoder token, "
+                    "(B, L, Ev), not (B, S, Ev).", _cross_variant(q_from="enc")),
+            Mistake("keys_from_decoder", "Your keys come from the decoder: the keys are what the decoder's queries are "
+                    "matched against, the encoder's tokens, so key = x_enc @ W_key (and value = x_enc @ W_value).",
+                    _cross_variant(k_from="dec")),
+            Mistake("keys_from_decoder", "Your keys come from the decoder: the keys are what the decoder's queries are "
+                    "matched against, the encoder's tokens, so key = x_enc @ W_key (and value = x_enc @ W_value).",
+                    _cross_variant(k_from="dec", v_from="dec")),
+            Mistake("scale_forgotten", "You forgot to divide the scores by sqrt(E), E = W_query.shape[-1] (d_k).",
+                    _cross_variant(scale="none")),
+            Mistake("scale_by_model_dim", "You scaled by sqrt(D), the model width; the scale is 1/sqrt(E) with E the "
+                    "size of a query/key vector after the projection, W_query.shape[-1].", _cross_variant(scale="D")),
+            Mistake("softmax_wrong_axis", "Your softmax runs over the queries (dim=-2); each decoder token's weights "
+                    "must sum to 1 over the encoder tokens (dim=-1).", _cross_variant(softmax_dim=-2)),
+        ],
+    )
+    return run_check(ex, _guard_lengths(fn) if callable(fn) else fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 2: encoder_decoder_masks(tgt_len, src_lengths).
+# --------------------------------------------------------------------------------------------
+
+
+def _lengths_list(src_lengths) -> list[int]:
+    return [int(n) for n in (src_lengths.tolist() if isinstance(src_lengths, torch.Tensor) else src_lengths)]
+
+
+def _ref_masks(tgt_len, src_lengths):
+    lengths = _lengths_list(src_lengths)
+    self_mask = causal_mask(tgt_len)  # (L, L)
+    cross_mask = padding_mask(lengths)[:, None, :].expand(len(lengths), tgt_len, max(lengths))  # (B, 1, S) -> (B, L, S)
+    return self_mask, cross_mask
+
+
+def _masks_variant(*, self_kind="causal", cross_kind="padding"):
+    def fn(tgt_len, src_lengths):
+        lengths = _lengths_list(src_lengths)
+        B, L, S = len(lengths), tgt_len, max(lengths)
+        ones = torch.ones(L, L, dtype=torch.bool)
+        self_mask = {"causal": ones.tril(), "strict": ones.tril(-1), "peek": ones.tril(1), "inverted": ones.triu(1)}[self_kind]
+        pad = padding_mask(lengths)[:, None, :].expand(B, L, S)  # (B, L, S)
+        if cross_kind == "causal":
+            cross = pad & torch.ones(L, S, dtype=torch.bool).tril()  # (B, L, S)
+        elif cross_kind == "inverted":
+            cross = ~pad
+        elif cross_kind == "b1s":
+            cross = padding_mask(lengths)[:, None, :]  # (B, 1, S)
+        else:
+            cross = pad
+        return self_mask, cross
+
+    return fn
+
+
+def _compare_masks(got: Any, expected: tuple) -> str | None:
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return f"returned {type(got).__name__}, expected a pair (self_mask, cross_mask)"
+    for name, g, e in zip(("self_mask", "cross_mask"), got, expected):
+        if not isinstance(g, torch.Tensor):
+            return f"{name} is a {type(g).__name__}, expected a torch.Tensor"
+        if g.dtype != torch.bool:
+            return f"{name} has dtype {g.dtype}, expected torch.bool (True = may attend)"
+        if tuple(g.shape) != tuple(e.shape):
+            return f"{name} has shape {tuple(g.shape)}, expected {tuple(e.shape)}"
+        if not torch.equal(g.cpu(), e.cpu()):
+            wrong = (g.cpu() != e.cpu()).nonzero()[0].tolist()
+            return f"{name} is wrong, e.g. at index {tuple(wrong)}: {bool(g.cpu()[tuple(wrong)])}, expected {bool(e[tuple(wrong)])}"
+    return None
+
+
+def check_encoder_decoder_masks(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``encoder_decoder_masks(tgt_len, src_lengths)`` -> (self_mask (L, L), cross_mask (B, L, S)).
+
+    ``self_mask`` is the decoder's causal mask; ``cross_mask[b, i, j]`` is True when source token j
+    of sequence b is real (S = max(src_lengths)), for every target position i. Both are torch.bool,
+    True = may attend.
+
+    Taught in: notebooks/06_cross_attention.ipynb.
+    """
+    g = _gen(seed)
+    random_lengths = (torch.randint(1, 8, (4,), generator=g)).tolist()
+    random_lengths[0] = 7  # S = 7
+    ex = Exercise(
+        "encoder_decoder_masks",
+        _ref_masks,
+        [
+            Property("one source sentence, no padding (L=3, S=4)", [Case((3, [4]))]),
+            Property("a padded batch: cross_mask is True exactly on real source tokens, for every target position",
+                     [Case((4, [5, 2, 3])), Case((5, random_lengths))]),
+            Property("src_lengths as a 1-D tensor", [Case((4, torch.tensor([3, 6])))]),
+            Property("more target positions than source tokens (L > S), and fewer (L < S)",
+                     [Case((6, [2, 1])), Case((2, [3, 1]))]),
+        ],
+        [
+            Mistake("cross_attention_made_causal", "Your cross-attention mask is causal: target position i may see "
+                    "*every* real source token, also those after position i (the whole source sentence is known before "
+                    "decoding starts). Only the decoder's self-attention is causal; cross-attention masks padding only.",
+                    _masks_variant(cross_kind="causal")),
+            Mistake("causal_off_by_one", "Your causal mask is off by one: position i may attend to positions 0..i, "
+                    "itself included and nothing after it (torch.ones(L, L, dtype=torch.bool).tril(), diagonal=0).",
+                    _masks_variant(self_kind="strict")),
+            Mistake("causal_off_by_one", "Your causal mask is off by one: position i may attend to positions 0..i, "
+                    "itself included and nothing after it (torch.ones(L, L, dtype=torch.bool).tril(), diagonal=0).",
+                    _masks_variant(self_kind="peek")),
+            Mistake("mask_inverted", "Your masks mean True = blocked (torch.nn.MultiheadAttention's convention); in "
+                    "course_lib and F.scaled_dot_product_attention True means *may attend*.",
+                    _masks_variant(self_kind="inverted", cross_kind="inverted")),
+            Mistake("mask_inverted", "Your masks mean True = blocked (torch.nn.MultiheadAttention's convention); in "
+                    "course_lib and F.scaled_dot_product_attention True means *may attend*.",
+                    _masks_variant(self_kind="inverted")),
+            Mistake("mask_inverted", "Your masks mean True = blocked (torch.nn.MultiheadAttention's convention); in "
+                    "course_lib and F.scaled_dot_product_attention True means *may attend*.",
+                    _masks_variant(cross_kind="inverted")),
+            Mistake("cross_mask_not_expanded", "Your cross_mask is (B, 1, S); that broadcasts, but the exercise asks for "
+                    "the full (B, L, S): one row per target position (use .expand(B, L, S)).",
+                    _masks_variant(cross_kind="b1s")),
+        ],
+        compare=_compare_masks,
+    )
+    return run_check(ex, fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 3: alignment_accuracy(weights, alignment).
+# --------------------------------------------------------------------------------------------
+
+
+def _ref_alignment_accuracy(weights, alignment):
+    hits = weights.argmax(dim=-1) == alignment  # (L,) bool: the most-attended source token is the right one
+    return hits.to(weights.dtype).mean()  # 0-d
+
+
+def check_alignment_accuracy(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``alignment_accuracy(weights, alignment)``: weights (L, S), alignment (L,) long -> 0-d float.
+
+    The result is the fraction of target positions i whose largest weight falls on the right
+    source token, ``weights[i].argmax() == alignment[i]``.
+
+    Taught in: notebooks/06_cross_attention.ipynb.
+    """
+    g = _gen(seed)
+
+    def rows(L, S, hits, dtype=torch.float32):
+        w = _softmax(_randn(g, L, S, scale=2.0, dtype=torch.float64)).to(dtype)  # (L, S), rows sum to 1
+        best = w.argmax(dim=-1)  # (L,)
+        wrong = (best + 1 + torch.randint(0, S - 1, (L,), generator=g)) % S  # (L,) never the argmax
+        keep = torch.arange(L) < hits  # the first `hits` rows are right
+        order = torch.randperm(L, generator=g)
+        return Case((w, torch.where(keep[order], best, wrong)))
+
+    hand_w = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.2, 0.2, 0.5, 0.1], [0.1, 0.6, 0.2, 0.1]])
+    ex = Exercise(
+        "alignment_accuracy",
+        _ref_alignment_accuracy,
+        [
+            Property("a hand-made example: 2 of 3 rows peak on the right source token -> 2/3",
+                     [Case((hand_w, torch.tensor([0, 2, 3])))]),
+            Property("L != S, random weights, some rows right and some wrong",
+                     [rows(5, 7, 3), rows(6, 4, 2), rows(8, 3, 5)]),
+            Property("L == S (a reordering of the source)", [rows(5, 5, 2), rows(6, 6, 4)]),
+            Property("all right gives 1, none right gives 0", [rows(4, 6, 4), rows(4, 6, 0)]),
+            Property("float64 in, float64 out", [rows(5, 3, 2, dtype=torch.float64)]),
+        ],
+        [
+            Mistake("argmax_wrong_axis", "You took the argmax over the target positions (dim=0); for each target "
+                    "position (a row), find the source token (column) with the largest weight: weights.argmax(dim=-1).",
+                    lambda w, a: (w.argmax(dim=0) == a).to(w.dtype).mean()),
+            Mistake("mean_weight_instead_of_accuracy", "You averaged the weight on the right source token; the "
+                    "exercise asks for an accuracy: the fraction of rows whose *largest* weight is on the right token "
+                    "(argmax, compare, then mean).",
+                    lambda w, a: w[torch.arange(w.shape[0]), a].mean()),
+            Mistake("count_instead_of_fraction", "You returned the number of right rows; divide by the number of "
+                    "target positions L to get a fraction (use .mean() on the float hits).",
+                    lambda w, a: (w.argmax(dim=-1) == a).to(w.dtype).sum()),
+        ],
+    )
+    return run_check(ex, fn)

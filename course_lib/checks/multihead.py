@@ -1,3 +1,212 @@
-"""Checks for chapter multihead (filled in by the chapter author)."""
+"""Checks for chapter 05, multi-head attention: splitting heads, merging heads, the whole layer.
 
-__all__: list[str] = []
+A `.view` after a transpose (merge_heads) crashes; core diagnoses that crash as "view_after_transpose".
+
+Taught in: solutions/ and exercises/ 05_multi_head.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..attention import scaled_dot_product_attention
+from ..multihead import merge_heads as _merge_heads, split_heads as _split_heads
+from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+
+__all__ = ["check_split_heads", "check_merge_heads", "check_multi_head_attention"]
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 1: split_heads.
+# --------------------------------------------------------------------------------------------
+
+
+def _split_without_transpose(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, num_heads, T, D // num_heads)  # (B, T, D) -> (B, H, T, Dh): whole tokens per head
+
+
+def _split_wrong_head_order(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, D // num_heads, num_heads).permute(0, 3, 1, 2)  # head h gets features h, h+H, ...
+
+
+def _split_transpose_forgotten(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, num_heads, D // num_heads)  # (B, T, H, Dh): the head dim is not moved forward
+
+
+def check_split_heads(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``split_heads(x, num_heads)``: (B, T, D) -> (B, H, T, D / H), head h = features h*Dh..(h+1)*Dh-1.
+
+    Taught in: notebooks/05_multi_head.ipynb.
+    """
+    g = _gen(seed)
+    ex = Exercise(
+        "split_heads",
+        _split_heads,
+        [
+            Property("a hand-made example: 3 tokens [0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], 2 heads",
+                     [Case((torch.arange(12.0).view(1, 3, 4), 2), label="x = torch.arange(12.).view(1, 3, 4)")]),
+            Property("random shapes (B, T, D) -> (B, H, T, D/H)",
+                     [Case((_randn(g, 2, 3, 6), 2)), Case((_randn(g, 1, 5, 8), 4)), Case((_randn(g, 3, 4, 12), 3))]),
+            Property("one head (H = 1) and one feature per head (H = D)",
+                     [Case((_randn(g, 2, 3, 4), 1)), Case((_randn(g, 2, 3, 4), 4))]),
+            Property("float64 in, float64 out", [Case((_randn(g, 2, 4, 6, dtype=torch.float64), 3))]),
+        ],
+        [
+            Mistake("split_without_transpose",
+                    "Heads split with view but no transpose mix tokens: x.view(B, H, T, D // H) cuts the sequence of "
+                    "numbers in memory into H blocks of whole tokens, so a 'head' holds several tokens' features. "
+                    "Split the last dim first, x.view(B, T, H, D // H), then swap the token and head dims: .transpose(1, 2).",
+                    _split_without_transpose),
+            Mistake("wrong_head_order",
+                    "Your heads take every H-th feature (head 0 gets features 0, H, 2H, ...). Each head owns a "
+                    "contiguous block of D // H features: view(B, T, H, D // H), with H before D // H, then transpose(1, 2).",
+                    _split_wrong_head_order),
+            Mistake("transpose_forgotten",
+                    "You returned (B, T, H, D/H): the head dim must come before the tokens, (B, H, T, D/H), so that "
+                    "attention runs over the tokens of each head. Add .transpose(1, 2).",
+                    _split_transpose_forgotten),
+        ],
+    )
+    return run_check(ex, fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 2: merge_heads.
+# --------------------------------------------------------------------------------------------
+
+
+def _merge_without_transpose(x):
+    B, H, T, Dh = x.shape
+    return x.reshape(B, T, H * Dh)  # glues different tokens of one head together
+
+
+def _merge_interleaved(x):
+    B, H, T, Dh = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B, T, H * Dh)  # (B, T, Dh, H): features of the heads interleaved
+
+
+def _merge_summed(x):
+    return x.sum(dim=1)  # (B, T, Dh)
+
+
+def check_merge_heads(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``merge_heads(x)``: (B, H, T, Dh) -> (B, T, H * Dh), token t = Concat(head_1[t], ..., head_H[t]).
+
+    Taught in: notebooks/05_multi_head.ipynb.
+    """
+    g = _gen(seed)
+    ex = Exercise(
+        "merge_heads",
+        _merge_heads,
+        [
+            Property("a hand-made example: 2 heads, 2 tokens, 2 features per head",
+                     [Case((torch.arange(8.0).view(1, 2, 2, 2),))]),
+            Property("random shapes (B, H, T, Dh) -> (B, T, H*Dh)",
+                     [Case((_randn(g, 2, 2, 3, 4),)), Case((_randn(g, 1, 4, 5, 2),)), Case((_randn(g, 3, 3, 2, 5),))]),
+            Property("undoes split_heads: merge_heads(split_heads(x, H)) == x",
+                     [Case((_split_heads(_randn(g, 2, 5, 6), 3),)), Case((_split_heads(_randn(g, 1, 3, 8), 2),))]),
+            Property("float64 in, float64 out", [Case((_randn(g, 2, 2, 3, 3, dtype=torch.float64),))]),
+        ],
+        [
+            Mistake("merge_without_transpose",
+                    "You merged without transposing back: reshaping (B, H, T, Dh) straight to (B, T, D) glues together "
+                    "different tokens of the same head. Move the heads back after the tokens first: "
+                    "x.transpose(1, 2) -> (B, T, H, Dh), then reshape to (B, T, H * Dh).",
+                    _merge_without_transpose),
+            Mistake("heads_interleaved",
+                    "Your merged features interleave the heads (feature 0 of every head, then feature 1, ...). "
+                    "Concatenate whole heads: transpose(1, 2) to (B, T, H, Dh), then reshape, so head 0's Dh features come first.",
+                    _merge_interleaved),
+            Mistake("heads_summed",
+                    "You summed (or averaged) the heads; multi-head attention *concatenates* them, keeping every head's "
+                    "features: the result has H * Dh features per token.",
+                    _merge_summed),
+        ],
+    )
+    return run_check(ex, fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 3: the whole multi-head self-attention (no bias, weights used as x @ W).
+# --------------------------------------------------------------------------------------------
+
+
+def _mha_variant(*, split="right", merge="right", scale="head_dim", out_proj=True, transpose_weights=False):
+    def fn(x, W_query, W_key, W_value, W_out, num_heads):
+        B, T, D = x.shape
+        Dh = D // num_heads
+
+        def proj(W):
+            return x @ (W.T if transpose_weights else W)  # (B, T, D) @ (D, D) -> (B, T, D)
+
+        def split_(t):
+            if split == "no_transpose":
+                return t.reshape(B, num_heads, T, Dh)
+            return _split_heads(t, num_heads)
+
+        q, k, v = split_(proj(W_query)), split_(proj(W_key)), split_(proj(W_value))  # (B, H, T, Dh) each
+        s = {"head_dim": 1.0 / math.sqrt(Dh), "model_dim": 1.0 / math.sqrt(D), "none": 1.0}[scale]
+        heads = scaled_dot_product_attention(q, k, v, scale=s)  # (B, H, T, Dh)
+        if split == "no_transpose" or merge == "no_transpose":
+            merged = heads.reshape(B, T, D)
+        else:
+            merged = _merge_heads(heads)  # (B, T, D)
+        if not out_proj:
+            return merged
+        W = W_out.T if transpose_weights else W_out
+        return merged @ W  # (B, T, D) @ (D, D) -> (B, T, D)
+    return fn
+
+
+def _mha_case(g, B, T, D, H, dtype=torch.float32, label=""):
+    x = _randn(g, B, T, D, dtype=dtype)
+    ws = [_randn(g, D, D, dtype=dtype, scale=1.5 / math.sqrt(D)) for _ in range(4)]
+    return Case((x, *ws, H), label=label)
+
+
+def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
+    """Check ``multi_head_attention(x, W_query, W_key, W_value, W_out, num_heads)``: self-attention, (B, T, D) -> (B, T, D).
+
+    The four weights are (D, D) tensors used as ``x @ W`` (no bias).
+
+    Taught in: notebooks/05_multi_head.ipynb.
+    """
+    g = _gen(seed)
+    ex = Exercise(
+        "multi_head_attention",
+        _mha_variant(),
+        [
+            Property("one sentence, D = 8, H = 2", [_mha_case(g, 1, 5, 8, 2)]),
+            Property("batches and several head counts (H = 2, 3, 4)",
+                     [_mha_case(g, 2, 4, 8, 4), _mha_case(g, 3, 3, 12, 3), _mha_case(g, 2, 6, 12, 2)]),
+            Property("H = 1 is single-head attention with an output projection", [_mha_case(g, 2, 4, 6, 1)]),
+            Property("float64 in, float64 out", [_mha_case(g, 2, 3, 8, 2, dtype=torch.float64)]),
+        ],
+        [
+            Mistake("split_without_transpose",
+                    "Heads split with view but no transpose mix tokens: x.view(B, H, T, D // H) gives each head a block "
+                    "of whole tokens. Split the features: view(B, T, H, D // H).transpose(1, 2) (and transpose back "
+                    "before merging).", _mha_variant(split="no_transpose")),
+            Mistake("merge_without_transpose",
+                    "You split the heads correctly but merged without transposing back: reshaping (B, H, T, Dh) straight "
+                    "to (B, T, D) glues different tokens together. transpose(1, 2) first, then reshape.",
+                    _mha_variant(merge="no_transpose")),
+            Mistake("scale_by_model_dim",
+                    "You scaled the scores by 1/sqrt(D), the model size; each head compares head_dim = D / H "
+                    "features, so scale by 1/sqrt(head_dim).", _mha_variant(scale="model_dim")),
+            Mistake("scale_forgotten", "You forgot to scale the scores by 1/sqrt(head_dim).", _mha_variant(scale="none")),
+            Mistake("output_projection_forgotten",
+                    "You forgot the output projection: after merging the heads, multiply by W_out, which mixes "
+                    "the heads' results.", _mha_variant(out_proj=False)),
+            Mistake("weights_transposed",
+                    "You used the weights transposed (x @ W.T, as nn.Linear / F.linear does); in this exercise the "
+                    "weights are used as x @ W.", _mha_variant(transpose_weights=True)),
+        ],
+    )
+    return run_check(ex, fn)

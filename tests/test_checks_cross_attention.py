@@ -1,0 +1,155 @@
+"""course_lib.checks for chapter 06: right answers pass, each known mistake triggers its own diagnosis (and no other)."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib import checks
+
+# ------------------------------------------------------------------------------------------
+# Right answers, written independently of the references (einsum, explicit loops).
+# ------------------------------------------------------------------------------------------
+
+
+def _softmax(x, dim=-1):
+    z = x - x.max(dim=dim, keepdim=True).values
+    return z.exp() / z.exp().sum(dim=dim, keepdim=True)
+
+
+def good_cross_attention(x_dec, x_enc, W_query, W_key, W_value):
+    q = torch.einsum("bld,de->ble", x_dec, W_query)
+    k = torch.einsum("bsd,de->bse", x_enc, W_key)
+    v = torch.einsum("bsd,dv->bsv", x_enc, W_value)
+    w = _softmax(torch.einsum("ble,bse->bls", q, k) / W_query.shape[-1] ** 0.5)
+    return torch.einsum("bls,bsv->blv", w, v)
+
+
+def good_masks(tgt_len, src_lengths):
+    lengths = [int(n) for n in src_lengths]
+    S = max(lengths)
+    self_mask = torch.tensor([[j <= i for j in range(tgt_len)] for i in range(tgt_len)])
+    cross = torch.tensor([[[j < n for j in range(S)] for _ in range(tgt_len)] for n in lengths])
+    return self_mask, cross
+
+
+def good_alignment_accuracy(weights, alignment):
+    hits = [float(int(torch.argmax(row)) == int(a)) for row, a in zip(weights, alignment)]
+    return torch.tensor(sum(hits) / len(hits), dtype=weights.dtype)
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError("Exercise: write your code here")
+
+
+GOOD = [
+    (checks.check_cross_attention, good_cross_attention),
+    (checks.check_encoder_decoder_masks, good_masks),
+    (checks.check_alignment_accuracy, good_alignment_accuracy),
+]
+
+
+@pytest.mark.parametrize("check, fn", GOOD, ids=[c.__name__ for c, _ in GOOD])
+def test_right_answers_pass(check, fn, capsys):
+    report = check(fn)
+    assert report.status == "passed" and report.score == 1.0 and report.total >= 3
+    assert report.diagnoses == []
+    assert "all properties passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
+def test_unfilled_exercise_says_not_implemented_and_does_not_raise(check, capsys):
+    report = check(not_implemented)
+    assert report.status == "not implemented" and report.score == 0.0
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
+def test_other_seeds_still_pass_right_answers(check):
+    fn = dict(GOOD)[check]
+    for seed in (1, 2):
+        assert check(fn, seed=seed).status == "passed"
+
+
+def test_checks_are_exported():
+    for name in ("check_cross_attention", "check_encoder_decoder_masks", "check_alignment_accuracy"):
+        assert name in checks.__all__ and name in checks.cross_attention.__all__
+
+
+# ------------------------------------------------------------------------------------------
+# Buggy implementations, each with the one diagnosis it must trigger.
+# ------------------------------------------------------------------------------------------
+
+
+def _attend(q_src, k_src, v_src, W_query, W_key, W_value, scale=True, dim=-1):
+    q, k, v = q_src @ W_query, k_src @ W_key, v_src @ W_value
+    s = q @ k.transpose(-2, -1)
+    if scale:
+        s = s / math.sqrt(q.shape[-1])
+    return _softmax(s, dim=dim) @ v
+
+
+def _masks(tgt_len, src_lengths, diagonal=0, causal_cross=False, invert=False, expand=True):
+    lengths = [int(n) for n in src_lengths]
+    B, S = len(lengths), max(lengths)
+    self_mask = torch.ones(tgt_len, tgt_len).tril(diagonal).bool()
+    pad = torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]  # (B, S)
+    cross = pad[:, None, :].repeat(1, tgt_len, 1) if expand else pad[:, None, :]
+    if causal_cross:
+        cross = cross & torch.ones(tgt_len, S).tril().bool()
+    if invert:
+        self_mask, cross = ~self_mask, ~cross
+    return self_mask, cross
+
+
+BUGGY = [
+    # (check, buggy implementation, the diagnosis it must trigger)
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xe, xd, xd, wq, wk, wv), "queries_from_encoder"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xe, xe, xe, wq, wk, wv), "queries_from_encoder"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xd, xd, xe, wq, wk, wv), "keys_from_decoder"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xd, xd, xd, wq, wk, wv), "keys_from_decoder"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xd, xe, xe, wq, wk, wv, scale=False), "scale_forgotten"),
+    (checks.check_cross_attention,
+     lambda xd, xe, wq, wk, wv: _softmax((xd @ wq) @ (xe @ wk).transpose(-2, -1) / math.sqrt(xd.shape[-1])) @ (xe @ wv),
+     "scale_by_model_dim"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _attend(xd, xe, xe, wq, wk, wv, dim=-2), "softmax_wrong_axis"),
+    (checks.check_cross_attention, lambda xd, xe, wq, wk, wv: _softmax((xd @ wq) @ (xe @ wk).T) @ (xe @ wv), "batch_transpose"),
+    (checks.check_encoder_decoder_masks, lambda L, lengths: _masks(L, lengths, causal_cross=True), "cross_attention_made_causal"),
+    (checks.check_encoder_decoder_masks, lambda L, lengths: _masks(L, lengths, diagonal=-1), "causal_off_by_one"),
+    (checks.check_encoder_decoder_masks, lambda L, lengths: _masks(L, lengths, diagonal=1), "causal_off_by_one"),
+    (checks.check_encoder_decoder_masks, lambda L, lengths: _masks(L, lengths, invert=True), "mask_inverted"),
+    (checks.check_encoder_decoder_masks, lambda L, lengths: _masks(L, lengths, expand=False), "cross_mask_not_expanded"),
+    (checks.check_alignment_accuracy, lambda w, a: (w.argmax(0) == a).float().mean(), "argmax_wrong_axis"),
+    (checks.check_alignment_accuracy, lambda w, a: w.gather(-1, a[:, None]).mean(), "mean_weight_instead_of_accuracy"),
+    (checks.check_alignment_accuracy, lambda w, a: (w.argmax(-1) == a).sum().to(w.dtype), "count_instead_of_fraction"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`")
+@pytest.mark.parametrize("check, fn, key", BUGGY, ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k) in enumerate(BUGGY)])
+def test_each_mistake_gets_its_own_diagnosis(check, fn, key, capsys):
+    report = check(fn)
+    assert report.status == "failed" and report.score < 1.0
+    assert report.diagnoses == [key], f"expected only {key}, got {report.diagnoses}"
+    out = capsys.readouterr().out
+    assert "Diagnosis:" in out and "FAIL" in out
+
+
+def test_a_crash_only_when_lengths_differ_is_explained(capsys):
+    """Keys from the decoder and values from the encoder only run when L == S; the report says so."""
+    report = checks.check_cross_attention(lambda xd, xe, wq, wk, wv: _attend(xd, xd, xe, wq, wk, wv))
+    out = capsys.readouterr().out
+    assert "LengthMismatchError" in out and "but runs when both are" in out
+    assert "batch_transpose" not in report.diagnoses
+
+
+def test_a_wrong_return_type_is_reported_not_raised(capsys):
+    report = checks.check_encoder_decoder_masks(lambda L, lengths: torch.ones(L, L, dtype=torch.bool))
+    assert report.status == "failed" and report.passed == 0
+    assert "pair" in capsys.readouterr().out
+
+
+def test_float_masks_are_refused_with_a_reason(capsys):
+    report = checks.check_encoder_decoder_masks(lambda L, lengths: tuple(m.float() for m in good_masks(L, lengths)))
+    assert report.status == "failed"
+    assert "torch.bool" in capsys.readouterr().out

@@ -1,0 +1,393 @@
+"""course-grade: every submission gets a row, hostile code cannot change a score, output is reproducible.
+
+One batch (module fixture) grades, with --jobs 2: the solution of every chapter (one student
+folder), the generated exercise notebook of every chapter, the hostile notebooks of
+tests/grading_fixtures.py and a few buggy ones. Chapters are discovered, so chapters added
+later are covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import grading_fixtures as fx
+from course_lib import checks
+from course_lib.checks import core
+from course_lib.checks.handwritten import ready_made_in_cells, ready_made_in_function
+from course_lib.checks.points import points_for
+from course_lib.grading import (
+    _decode_outcomes,
+    _load_results,
+    discover_chapters,
+    grade,
+    grade_exercise,
+    main,
+    python_source,
+)
+
+TIMEOUT = 20  # seconds per notebook; a worker needs ~3 s (importing torch), more on a busy machine
+MEMORY = 1024  # MB: the memory blow-up fixture hits it quickly
+SEED = 7
+BUGGY_KEYS = ["unstable_softmax", "scale_forgotten", "mask_after_softmax"]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grading")
+    out = root / "out"
+    (out / "feedback").mkdir(parents=True)  # exists already, so that writing into it is a real attempt
+    cls = root / "class"
+    for name in fx.chapters():
+        fx.write(fx.solution(name), cls / "good_student" / f"{name}.ipynb")
+        if (fx.EXERCISES / f"{name}.ipynb").exists():
+            fx.write(fx.exercise(name), cls / f"unfilled_{name}.ipynb")
+    hostile = fx.hostile_notebooks(cls, out)
+    buggy = fx.buggy_notebooks(cls, only=BUGGY_KEYS)
+    rows = grade([cls], out, timeout=TIMEOUT, memory=MEMORY, jobs=2, seed=SEED, progress=False)
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    return SimpleNamespace(root=root, out=out, cls=cls, rows=rows, table=table, hostile=hostile, buggy=buggy,
+                           by_student={r.student: r for r in rows})
+
+
+def _feedback(batch, student: str) -> str:
+    return (batch.out / "feedback" / f"{student}.md").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Every submission gets a row; solutions score full marks, exercises zero.
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_submission_gets_exactly_one_row(batch):
+    notebooks = sorted(p.relative_to(batch.cls.parent).as_posix() for p in batch.cls.rglob("*.ipynb"))
+    assert sorted(r.notebook for r in batch.rows) == notebooks
+    assert [(r["student"], r["notebook"]) for r in batch.table] == [(r.student, r.notebook) for r in batch.rows]
+    assert [(r["student"], r["notebook"]) for r in batch.table] == sorted((r["student"], r["notebook"]) for r in batch.table)
+    assert all(r["status"] for r in batch.table)
+    for student in {r.student for r in batch.rows}:
+        assert (batch.out / "feedback" / f"{student}.md").is_file()
+
+
+def test_the_solution_of_every_chapter_scores_full_marks(batch):
+    good = {r.chapter: r for r in batch.rows if r.student == "good_student"}
+    assert set(good) == set(fx.chapters())  # one row per chapter, identified from the file name
+    for chapter, row in good.items():
+        assert row.status == "ok", (chapter, row.reasons)
+        assert row.grades and row.total == pytest.approx(row.max_points), (chapter, [(g.name, g.earned) for g in row.grades])
+        for g in row.grades:
+            assert g.points == points_for(g.name) and g.report.diagnoses == []
+    feedback = _feedback(batch, "good_student")
+    assert all(f"## {chapter} " in feedback for chapter in good)  # one file, a section per notebook
+
+
+def test_generated_exercises_score_zero_without_crashing(batch):
+    unfilled = [r for r in batch.rows if r.student.startswith("unfilled_")]
+    assert len(unfilled) == len(list(fx.EXERCISES.glob("*.ipynb"))) > 0
+    for row in unfilled:
+        assert row.status == "ok" and row.chapter and row.total == 0 and row.max_points > 0, (row.student, row.reasons)
+        assert all(g.state == "not-implemented" for g in row.grades)
+        assert "not implemented yet" in _feedback(batch, row.student)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile submissions: the right status, and the rest of the batch graded normally.
+# --------------------------------------------------------------------------------------------
+
+
+HOSTILE = ["infinite_loop", "memory_blowup", "calls_sys_exit", "calls_os_exit", "segfault", "huge_print",
+           "prints_warnings", "not_json", "renamed_function", "no_exercises", "monkeypatch", "reads_solutions",
+           "writes_output", "uses_torch_softmax"]
+
+
+@pytest.mark.parametrize("student", HOSTILE)
+def test_each_hostile_submission_gets_its_status(batch, student):
+    row = batch.by_student[student]
+    assert row.status == batch.hostile[student], (row.status, row.reasons)
+    csv_row = next(r for r in batch.table if r["student"] == student)
+    assert csv_row["status"] == row.status and csv_row["reason"] == "; ".join(row.reasons)
+
+
+def test_reasons_say_what_happened(batch):
+    reason = {s: "; ".join(r.reasons) for s, r in batch.by_student.items()}
+    assert f"{TIMEOUT} s time limit while running cell" in reason["infinite_loop"] and "while True" in reason["infinite_loop"]
+    assert "SIGSEGV" in reason["segfault"]
+    assert "exited with code 1" in reason["calls_os_exit"]
+    assert f"{MEMORY} MB" in reason["memory_blowup"]
+    assert "sys.exit()" in reason["calls_sys_exit"]
+    assert reason["renamed_function"] == "not defined: dot"
+    assert "not a valid notebook" in reason["not_json"]
+
+
+def test_a_warning_an_exit_or_a_huge_print_costs_no_points(batch):
+    for student in ("prints_warnings", "calls_sys_exit", "huge_print", "memory_blowup"):
+        row = batch.by_student[student]
+        assert row.total == pytest.approx(row.max_points) and row.max_points > 0, student
+
+
+def test_a_renamed_function_scores_zero_and_the_others_are_graded(batch):
+    grades = {g.name: g for g in batch.by_student["renamed_function"].grades}
+    assert grades["dot"].state == "missing" and grades["dot"].earned == 0
+    assert all(g.earned == g.points for name, g in grades.items() if name != "dot")
+    assert "define a function named `dot`" in _feedback(batch, "renamed_function")
+
+
+def test_monkeypatching_comparisons_or_the_checks_changes_nothing(batch):
+    patched, twin = batch.by_student["monkeypatch"], batch.by_student["monkeypatch_twin"]
+    assert patched.total == twin.total < patched.max_points
+    softmax = next(g for g in patched.grades if g.name == "softmax")
+    assert softmax.earned < softmax.points and softmax.report.diagnoses == ["no_normalisation"]
+
+
+def test_the_sandbox_refuses_the_solutions_and_the_output_folder(batch):
+    thief = batch.by_student["reads_solutions"]
+    assert thief.total == 0 and "refused: reading <solutions>" in thief.reasons
+    vandal = batch.by_student["writes_output"]
+    assert "refused: writing <output>/grades.csv" in vandal.reasons
+    assert vandal.total == vandal.max_points  # its functions are right; the attempt only shows in the status
+    assert not (batch.out / "evil.txt").exists() and not (batch.out / "feedback" / "mallory.md").exists()
+    assert (batch.out / "grades.csv").read_text(encoding="utf-8").startswith("student,notebook,chapter,status,reason,")
+
+
+def test_a_ready_made_function_loses_the_hand_written_property(batch):
+    softmax = next(g for g in batch.by_student["uses_torch_softmax"].grades if g.name == "softmax")
+    assert softmax.earned == pytest.approx(points_for("softmax") * (softmax.report.total - 1) / softmax.report.total)
+    text = _feedback(batch, "uses_torch_softmax")
+    assert "[FAIL] written by hand (not the ready-made torch.softmax)" in text and "uses torch.softmax" in text
+
+
+def test_buggy_submissions_get_their_own_diagnosis_in_the_feedback(batch):
+    assert set(k for _, _, k in batch.buggy.values()) == set(BUGGY_KEYS)
+    for student, (_, function, key) in batch.buggy.items():
+        grade_ = next(g for g in batch.by_student[student].grades if g.name == function)
+        assert grade_.report.diagnoses == [key], (student, grade_.report.diagnoses)
+        assert grade_.earned < grade_.points
+        assert f"Diagnosis: {core.diagnosis_message(grade_.exercise, key)}" in _feedback(batch, student)
+
+
+def test_feedback_shows_no_reference_code_no_hidden_values_no_temp_paths(batch):
+    for path in (batch.out / "feedback").glob("*.md"):
+        text = path.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "attn_mask=mask" not in text and "def " not in text, path.name
+        assert not re.search(r"shape \([\d, ]*\) \[", text), path.name  # tensors shown by dtype and shape only
+        assert "course-grade-" not in text and str(batch.root) not in text, path.name
+
+
+def test_the_same_inputs_and_seed_give_the_same_files_byte_for_byte(batch, tmp_path):
+    students = ["not_json", "uses_torch_softmax", *batch.buggy]
+    runs = []
+    for run, fork_server in (("first", True), ("second", False)):  # a forked worker, then a fresh process
+        class_ = tmp_path / run / "class"  # the same folder name as the big batch: the same notebook labels
+        class_.mkdir(parents=True)
+        for student in students:
+            (class_ / f"{student}.ipynb").write_bytes((batch.cls / f"{student}.ipynb").read_bytes())
+        grade([class_], tmp_path / run / "out", timeout=TIMEOUT, memory=MEMORY, jobs=2, seed=SEED, progress=False,
+              fork_server=fork_server)
+        runs.append(tmp_path / run / "out")
+    first, second = runs
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert len(files) == len(students) + 1
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    for student in students:  # and the same as in the big batch, graded alongside 30 others
+        assert (first / "feedback" / f"{student}.md").read_bytes() == (batch.out / "feedback" / f"{student}.md").read_bytes()
+    big = {r["student"]: {k: v for k, v in r.items() if v} for r in batch.table}
+    with open(first / "grades.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            assert {k: v for k, v in r.items() if v} == big[r["student"]]
+
+
+# --------------------------------------------------------------------------------------------
+# The command line.
+# --------------------------------------------------------------------------------------------
+
+
+def test_bad_command_line_input_exits_2_with_a_message(tmp_path, capsys):
+    for argv, message in [
+        ([str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "no such file or folder"),
+        ([str(tmp_path), "--out", str(tmp_path / "o"), "--memory", "10"], "--memory must be at least"),
+        ([str(tmp_path), "--out", str(tmp_path / "o")], "no notebooks found"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "course-grade"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--timeout" in result.stdout and "--memory" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces, without a sandbox.
+# --------------------------------------------------------------------------------------------
+
+
+def test_capture_records_every_exercise_without_calling_the_function():
+    def never(*args, **kwargs):
+        raise AssertionError("called")
+
+    with core.capture() as captured:
+        report = checks.check_softmax(never, seed=3)
+    assert report.status == "captured" and [c.exercise.name for c in captured] == ["softmax"]
+    assert captured[0].fn is never
+
+
+def test_judge_is_the_same_verdict_as_run_check(capsys):
+    def forgot_scale(query, key):
+        return query @ key.transpose(-2, -1)
+
+    with core.capture() as captured:
+        checks.check_scaled_scores(forgot_scale)
+    exercise = captured[0].exercise
+    report = core.judge(exercise, core.compute_outcomes(exercise, forgot_scale))
+    direct = checks.check_scaled_scores(forgot_scale)
+    assert (report.status, report.diagnoses, [r.passed for r in report.results]) == \
+        (direct.status, direct.diagnoses, [r.passed for r in direct.results]) == \
+        ("failed", ["scale_forgotten"], [False, False, False])
+    assert "Diagnosis:" in capsys.readouterr().out
+
+
+def test_the_seed_changes_the_random_inputs_only():
+    first, second = (discover_chapters(fx.SOLUTIONS, seed)["01_dot_products"] for seed in (1, 2))
+    ex1, ex2 = first.exercises[0].exercise, second.exercises[0].exercise
+    assert torch.equal(ex1.properties[0].cases[0].args[0], ex2.properties[0].cases[0].args[0])  # hand-made example
+    assert not torch.equal(ex1.properties[1].cases[0].args[0], ex2.properties[1].cases[0].args[0])
+
+
+def test_forged_or_malformed_results_are_rejected(tmp_path):
+    exercise = discover_chapters(fx.SOLUTIONS, 1)["01_dot_products"].exercises[0]
+    shape = [len(p.cases) for p in exercise.exercise.properties]
+    assert _decode_outcomes([[("ok", torch.zeros(()))] * n for n in shape[:-1]], exercise.exercise) is None
+    assert _decode_outcomes([[("sneaky", 1)] * n for n in shape], exercise.exercise) is None
+    assert _decode_outcomes([[("ok", torch.zeros(()))] * n for n in shape], exercise.exercise) is not None
+    forged = tmp_path / "results.pt"
+    forged.write_bytes(b"not a torch file")
+    assert _load_results(forged)[0] is None
+    torch.save([1, 2, 3], forged)
+    assert _load_results(forged)[0] is None
+    # a returned object that cannot travel comes back by its type name, as in the notebook
+    entry = {"status": "ok", "outcomes": [[("ok", {"__opaque__": "ndarray"})] * n for n in shape]}
+    graded = grade_exercise(exercise, entry, [])
+    assert graded.earned == 0 and "returned ndarray, expected a torch.Tensor" in graded.report.results[1].detail
+
+
+def test_python_source_neutralises_magics_and_shell_lines():
+    cell = "%matplotlib inline\n!pip install foo\nfiles = !ls\nx = 1\nif x:\n    %time y = 2\nprint?"
+    assert python_source(cell) == "pass\npass\npass\nx = 1\nif x:\n    y = 2\npass"
+    assert python_source("%%bash\nrm -rf /") == ""
+    assert python_source("%%time\nz = 3") == "z = 3"
+
+
+@pytest.mark.parametrize("cells, exercise, expected", [
+    (["import torch.nn.functional as F\ndef softmax(x, dim=-1):\n    return F.softmax(x, dim)"], "softmax", ["F.softmax"]),
+    (["import torch\ndef softmax(x, dim=-1):\n    return x.softmax(dim)"], "softmax", ["the tensor method .softmax(...)"]),
+    (["from torch import softmax as sm\ndef softmax(x, dim=-1):\n    return sm(x, dim)"], "softmax", ["sm (= torch.softmax)"]),
+    (["import torch\ndef helper(x):\n    return torch.softmax(x, -1)", "def softmax(x, dim=-1):\n    return helper(x)"],
+     "softmax", ["torch.softmax"]),
+    (["import torch\nsoftmax = lambda x, dim=-1: torch.softmax(x, dim)"], "softmax", ["torch.softmax"]),
+    (["from course_lib import softmax"], "softmax", ["softmax = course_lib.softmax (= course_lib.attention.softmax)"]),
+    (["from course_lib import softmax\nimport math\ndef attention(q, k, v, mask=None):\n"
+      "    return softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) @ v"], "attention", []),
+    (["import torch.nn.functional as F\ndef attention(q, k, v, mask=None):\n"
+      "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)"], "attention", ["F.scaled_dot_product_attention"]),
+    (["def dot(u, v):\n    return u @ v"], "dot", ["the @ operator"]),
+    (["import course_lib.checks.basics as b\ndef cosine_similarity(u, v):\n    return b._ref_cosine(u, v)"],
+     "cosine_similarity", ["b._ref_cosine (= course_lib.checks.basics._ref_cosine)"]),
+    (["def softmax(x, dim=-1):\n    z = x - x.amax(dim, keepdim=True)\n    return z.exp() / z.exp().sum(dim, keepdim=True)"],
+     "softmax", []),
+])
+def test_ready_made_functions_are_found_in_the_cells(cells, exercise, expected):
+    assert ready_made_in_cells(exercise, cells) == expected
+
+
+def softmax_with_f(x, dim=-1):
+    import torch.nn.functional as F
+
+    return F.softmax(x, dim=dim)
+
+
+def test_the_notebook_check_names_a_ready_made_function(capsys):
+    assert ready_made_in_function("softmax", softmax_with_f) == ["F.softmax"]
+    report = checks.check_softmax(softmax_with_f)
+    assert report.status == "failed" and report.diagnoses == [] and report.passed == report.total - 1
+    out = capsys.readouterr().out
+    assert "[FAIL] written by hand (not the ready-made torch.softmax)" in out and "uses F.softmax" in out
+    assert "No known mistake matches" not in out  # the only failure is the ready-made function
+
+
+def test_a_grader_bug_on_one_notebook_is_a_row_not_a_crash(batch, tmp_path, monkeypatch):
+    import course_lib.grading as grading
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the grader")
+
+    monkeypatch.setattr(grading, "identify_chapter", broken)
+    small = tmp_path / "small"
+    small.mkdir()
+    for student in ("not_json", "renamed_function"):
+        (small / f"{student}.ipynb").write_bytes((batch.cls / f"{student}.ipynb").read_bytes())
+    rows = {r.student: r for r in grade([small], tmp_path / "out", timeout=TIMEOUT, memory=MEMORY, progress=False)}
+    assert rows["not_json"].status == "invalid-notebook"  # graded before the bug is reached
+    assert rows["renamed_function"].status == "grader-error"
+    assert "KeyError" in rows["renamed_function"].reasons[0]
+    assert (tmp_path / "out" / "grades.csv").read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_a_check_that_wraps_the_learners_function_is_graded_through_its_wrapper(tmp_path):
+    """check_cross_attention wraps the function (to explain a crash when L != S): the grader calls the wrapper."""
+    if not hasattr(checks, "check_cross_attention"):
+        pytest.skip("chapter 06's checks are not there yet")
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    good = ("import math\nfrom course_lib import softmax\n\n"
+            "def cross_attention(x_dec, x_enc, W_query, W_key, W_value):\n"
+            "    q, k, v = x_dec @ W_query, x_enc @ W_key, x_enc @ W_value\n"
+            "    return softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) @ v\n")
+    keys_from_decoder = good.replace("x_enc @ W_key", "x_dec @ W_key")
+    solutions, class_ = tmp_path / "solutions", tmp_path / "class"
+    solutions.mkdir()
+    class_.mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell(good), new_code_cell("check_cross_attention(cross_attention);")]),
+                   solutions / "06_cross.ipynb")
+    for student, source in (("good", good), ("swapped", keys_from_decoder)):
+        nbformat.write(new_notebook(cells=[new_code_cell(source)]), class_ / f"{student}.ipynb")
+    chapter = discover_chapters(solutions, SEED)["06_cross"]
+    assert [(g.exercise.name, g.check) for g in chapter.exercises] == [("cross_attention", "check_cross_attention")]
+    rows = {r.student: r for r in grade([class_], tmp_path / "out", timeout=TIMEOUT, memory=MEMORY, jobs=2,
+                                        seed=SEED, solutions=solutions, progress=False)}
+    assert rows["good"].status == "ok" and rows["good"].total == rows["good"].max_points == points_for("cross_attention")
+    swapped = rows["swapped"].grades[0]
+    assert swapped.earned < swapped.points and "keys_from_decoder" in swapped.report.diagnoses
+    assert any("LengthMismatchError" in r.detail for r in swapped.report.results if not r.passed)
+
+
+def test_submissions_are_found_per_student_and_links_are_not_followed(tmp_path):
+    from course_lib.grading import find_submissions
+
+    class_ = tmp_path / "class"
+    (class_ / "dan" / "ch").mkdir(parents=True)
+    (class_ / "eve").mkdir()
+    (class_ / ".ipynb_checkpoints").mkdir()
+    (class_ / "alice.ipynb").write_text("{}")
+    (class_ / "notes.txt").write_text("not a notebook")
+    (class_ / "dan" / "ch" / "01.ipynb").write_text("{}")
+    (class_ / "mallory.ipynb").symlink_to(fx.SOLUTIONS / f"{fx.chapters()[0]}.ipynb")
+    found = [(s.student, s.notebook, s.path is not None, s.problem) for s in find_submissions([class_], exclude=[])]
+    assert found == [
+        ("alice", "class/alice.ipynb", True, ""),
+        ("dan", "class/dan/ch/01.ipynb", True, ""),
+        ("eve", "class/eve/", False, "no .ipynb notebook in the folder"),
+        ("mallory", "class/mallory.ipynb", False, "a symbolic link, not a notebook"),
+    ]
