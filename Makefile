@@ -15,13 +15,14 @@ PYTEST_ARGS ?=
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade clean
+.PHONY: help install lab test notebooks exercises grade site clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
 	@echo "make test       install if needed, then run unit tests + nbval over notebooks/, solutions/, exercises/"
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
 
 $(BIN)/python:
@@ -56,6 +57,9 @@ GRADE_ARGS ?=
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=grades]"; exit 2; }
 	$(BIN)/course-grade $(SUBMISSIONS) --out $(OUT) $(GRADE_ARGS)
+
+site: $(STAMP)
+	$(BIN)/python -m course_lib.site --out build/site
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

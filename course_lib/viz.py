@@ -1,5 +1,10 @@
 """Pictures of attention, drawn with matplotlib (no JavaScript, no network).
 
+``plot_attention`` draws one attention matrix. The interactive explorers (``softmax_explorer``,
+``attention_explorer``, ``positional_explorer``, built on ipywidgets, with a static figure when no
+widget frontend is present) live in :mod:`course_lib.explorers` and are importable from here too;
+they are loaded on first use, so importing course_lib does not import ipywidgets.
+
 Taught in: notebooks/01_dot_products.ipynb onwards.
 """
 
@@ -11,7 +16,18 @@ import torch
 
 from . import _validate as v
 
-__all__ = ["plot_attention"]
+__all__ = ["plot_attention", "softmax_explorer", "attention_explorer", "positional_explorer"]
+
+_EXPLORERS = ("softmax_explorer", "attention_explorer", "positional_explorer")
+
+
+def __getattr__(name: str):
+    """``course_lib.viz.softmax_explorer`` etc.: the explorers, imported on first use."""
+    if name in _EXPLORERS:
+        from . import explorers
+
+        return getattr(explorers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plot_attention(
