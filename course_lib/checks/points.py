@@ -41,6 +41,8 @@ POINTS: dict[str, float] = {
     "cross_attention": 2,
     # 07 positional encoding
     "apply_rope": 2,
+    # 10 a real pretrained model
+    "bert_self_attention": 2,
 }
 
 _SOFTMAX = (
@@ -84,6 +86,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "encoder_decoder_masks": ("course_lib.masking.causal_mask", "course_lib.causal_mask",
                               "course_lib.masking.padding_mask", "course_lib.padding_mask"),
     "sinusoidal_encoding": ("course_lib.positional.sinusoidal_encoding",),
+    "bert_self_attention": ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
+                            "course_lib.multihead.MultiHeadAttention", "course_lib.MultiHeadAttention",
+                            "course_lib.pretrained.EncoderLayer", "course_lib.pretrained.BertEncoder"),
+    "mean_pool": ("sentence_transformers.models.Pooling",),
     "apply_rope": ("course_lib.positional.apply_rope",),
 }
 
