@@ -4,12 +4,13 @@ Every notebook imports it; nothing a notebook needs twice is defined in a notebo
 See README.md for the chapter map, and each function's docstring for the chapter that teaches it.
 """
 
-from . import attention, device, masking, multihead, positional, toy, viz
+from . import attention, device, masking, multihead, positional, tasks, toy, transformer, viz
 from .attention import dot_product_scores, scaled_dot_product_attention, softmax
 from .device import get_device, set_seed
 from .masking import causal_mask, combine_masks, padding_mask, to_additive
 from .multihead import MultiHeadAttention, merge_heads, split_heads
 from .positional import LearnedPositionalEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
+from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, Seq2SeqTransformer
 
 __version__ = "0.1.0"
 
@@ -20,7 +21,9 @@ __all__ = [
     "masking",
     "multihead",
     "positional",
+    "tasks",
     "toy",
+    "transformer",
     "viz",
     # course_lib.device (every notebook's first cell)
     "get_device",
@@ -44,4 +47,10 @@ __all__ = [
     "apply_rope",
     "alibi_slopes",
     "alibi_bias",
+    # course_lib.transformer (chapter 08)
+    "EncoderLayer",
+    "DecoderLayer",
+    "Encoder",
+    "Decoder",
+    "Seq2SeqTransformer",
 ]

@@ -41,6 +41,9 @@ POINTS: dict[str, float] = {
     "cross_attention": 2,
     # 07 positional encoding
     "apply_rope": 2,
+    # 08 a tiny transformer
+    "decoder_layer_forward": 2,
+    "greedy_decode": 2,
     # 10 a real pretrained model
     "bert_self_attention": 2,
 }
@@ -86,6 +89,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "encoder_decoder_masks": ("course_lib.masking.causal_mask", "course_lib.causal_mask",
                               "course_lib.masking.padding_mask", "course_lib.padding_mask"),
     "sinusoidal_encoding": ("course_lib.positional.sinusoidal_encoding",),
+    "decoder_layer_forward": ("torch.nn.TransformerDecoderLayer", "course_lib.transformer.DecoderLayer",
+                              "course_lib.DecoderLayer"),
+    "teacher_forcing_loss": ("course_lib.transformer.shift_right",),
+    "find_alignment_head": ("course_lib.transformer.alignment_weight",),
     "bert_self_attention": ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
                             "course_lib.multihead.MultiHeadAttention", "course_lib.MultiHeadAttention",
                             "course_lib.pretrained.EncoderLayer", "course_lib.pretrained.BertEncoder"),
