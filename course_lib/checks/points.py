@@ -44,6 +44,8 @@ POINTS: dict[str, float] = {
     # 08 a tiny transformer
     "decoder_layer_forward": 2,
     "greedy_decode": 2,
+    # 09 efficient attention
+    "tiled_attention": 2,
     # 10 a real pretrained model
     "bert_self_attention": 2,
 }
@@ -93,6 +95,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                               "course_lib.DecoderLayer"),
     "teacher_forcing_loss": ("course_lib.transformer.shift_right",),
     "find_alignment_head": ("course_lib.transformer.alignment_weight",),
+    "online_softmax": _SOFTMAX,
+    "tiled_attention": _SDPA + ("course_lib.efficient.tiled_attention",),
+    "kv_cache_step": ("course_lib.efficient.decode_step", "course_lib.efficient.KVCache"),
     "bert_self_attention": ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
                             "course_lib.multihead.MultiHeadAttention", "course_lib.MultiHeadAttention",
                             "course_lib.pretrained.EncoderLayer", "course_lib.pretrained.BertEncoder"),
