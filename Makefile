@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade site clean
+.PHONY: help install lab test notebooks exercises grade site bench clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
@@ -23,6 +23,7 @@ help:
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
+	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer training, grader throughput"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
 
 $(BIN)/python:
@@ -60,6 +61,13 @@ grade: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python -m course_lib.site --out build/site
+
+# Benchmarks print a table each; the attention one also writes JSON. Not part of `make test`.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/attention_bench.py --json build/bench/attention_bench_cpu.json $(BENCH_ARGS)
+	$(BIN)/python benchmarks/train_tiny_transformer.py
+	$(BIN)/python benchmarks/grade_throughput.py
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
