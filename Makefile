@@ -65,7 +65,7 @@ site: $(STAMP)
 # Benchmarks print a table each; the attention one also writes JSON. Not part of `make test`.
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/attention_bench.py --json build/bench/attention_bench_cpu.json $(BENCH_ARGS)
+	$(BIN)/python benchmarks/attention_bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/train_tiny_transformer.py
 	$(BIN)/python benchmarks/grade_throughput.py
 
