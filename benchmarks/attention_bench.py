@@ -31,8 +31,8 @@ Usage::
     .venv/bin/python benchmarks/attention_bench.py --quick    # a smoke run with small shapes (under a minute)
     .venv/bin/python benchmarks/attention_bench.py --device cuda --json out.json
 
-Writes the table as JSON (default: benchmarks/results/attention_bench_<device>.json). Not part
-of the test suite: timings are never asserted anywhere.
+Writes the table as JSON (default: build/bench/attention_bench_<device>.json, as ``make bench``).
+Not part of the test suite: timings are never asserted anywhere.
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def main(argv=None) -> None:
              f"{memory['tracked_tiled'] / 2**20:.0f} MiB" if device.type == "cpu" else ""))
     print(f"took {time.time() - started:.0f} s")
 
-    out_path = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / (
+    out_path = Path(args.json) if args.json else ROOT / "build" / "bench" / (
         f"attention_bench_{device.type}{'_quick' if args.quick else ''}.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps({
