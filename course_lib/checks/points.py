@@ -96,7 +96,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "teacher_forcing_loss": ("course_lib.transformer.shift_right",),
     "find_alignment_head": ("course_lib.transformer.alignment_weight",),
     "online_softmax": _SOFTMAX + ("torch.logsumexp", "torch.special.logsumexp", "torch.Tensor.logsumexp"),
-    "tiled_attention": _SDPA + _SOFTMAX + ("course_lib.efficient.tiled_attention",),
+    "tiled_attention": _SDPA + ("course_lib.efficient.tiled_attention",),
     "kv_cache_step": ("course_lib.efficient.decode_step", "course_lib.efficient.KVCache"),
     "bert_self_attention": ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
                             "course_lib.multihead.MultiHeadAttention", "course_lib.MultiHeadAttention",
