@@ -98,11 +98,16 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     row_max = work.amax(dim=dim, keepdim=True)
     # An all -inf slice has max -inf; shifting by it would give -inf - -inf = NaN. Shift by 0 there.
     row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
-    exp = torch.exp(work - row_max)
+    if torch.is_grad_enabled() and x.requires_grad:
+        exp = torch.exp(work - row_max)
+    else:  # no gradient needed: one new tensor instead of three (the same numbers)
+        exp = (work - row_max).exp_()
     total = exp.sum(dim=dim, keepdim=True)
     # An all -inf slice sums to 0: divide by 1 instead, so its weights are 0, not 0/0 = NaN.
     total = torch.where(total == 0, torch.ones_like(total), total)
-    return (exp / total).to(x.dtype)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return (exp / total).to(x.dtype)
+    return exp.div_(total).to(x.dtype)
 
 
 def _check_mask(attn_mask, query: torch.Tensor, key: torch.Tensor, fn: str) -> None:
@@ -209,15 +214,20 @@ def scaled_dot_product_attention(
     L, E, S = query.shape[-2], query.shape[-1], key.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(E)
-    scores = dot_product_scores(query, key, scale=scale)  # (..., L, S)
+    # Scaling the (L, E) queries instead of the (L, S) scores gives the same scores for less work.
+    scores = dot_product_scores(query * scale, key)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    # The scores are a new tensor of our own, so the masks are applied in place (autograd allows it:
+    # the matrix product's backward needs its inputs, not its output).
     if is_causal:
         allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()  # (L, S), top-left aligned
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        scores.masked_fill_(~allowed, float("-inf"))
     elif attn_mask is not None:
+        fits = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape  # else the mask adds dims
         if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))  # -inf *before* softmax
+            blocked = ~attn_mask
+            scores = scores.masked_fill_(blocked, float("-inf")) if fits else scores.masked_fill(blocked, float("-inf"))
         else:
-            scores = scores + attn_mask
+            scores = scores.add_(attn_mask) if fits else scores + attn_mask
     weights = softmax(scores, dim=-1)  # (..., L, S), each row sums to 1 (or is all 0)
     if dropout_p > 0.0:
         weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)
