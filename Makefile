@@ -40,15 +40,15 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m course_lib.build_exercises --check
+	$(BIN)/python -m course_lib.authoring.build_exercises --check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 $(NB)
-	$(BIN)/python -m course_lib.build_exercises
+	$(BIN)/python -m course_lib.authoring.build_exercises
 
 exercises: $(STAMP)
-	$(BIN)/python -m course_lib.build_exercises
+	$(BIN)/python -m course_lib.authoring.build_exercises
 
 # Batch grading: make grade SUBMISSIONS=dir [OUT=grades] [GRADE_ARGS="--seed 1234 --jobs 2"]
 SUBMISSIONS ?=
@@ -60,7 +60,7 @@ grade: $(STAMP)
 	$(BIN)/course-grade $(SUBMISSIONS) --out $(OUT) $(GRADE_ARGS)
 
 site: $(STAMP)
-	$(BIN)/python -m course_lib.site --out build/site
+	$(BIN)/python -m course_lib.authoring.site --out build/site
 
 # Benchmarks print a table each; the attention one also writes JSON. Not part of `make test`.
 BENCH_ARGS ?=

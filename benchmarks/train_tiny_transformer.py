@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from course_lib.tasks import BOS, DATE_SOURCE_VOCAB, DATE_TARGET_LEN, DATE_TARGET_VOCAB, make_date_splits  # noqa: E402
+from course_lib.data.tasks import BOS, DATE_SOURCE_VOCAB, DATE_TARGET_LEN, DATE_TARGET_VOCAB, make_date_splits  # noqa: E402
 from course_lib.transformer import (  # noqa: E402
     Seq2SeqTransformer,
     find_alignment_head,

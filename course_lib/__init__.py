@@ -1,10 +1,17 @@
 """course_lib: the package behind "Attention, from dot products to transformers".
 
 Every notebook imports it; nothing a notebook needs twice is defined in a notebook.
-See README.md for the chapter map, and each function's docstring for the chapter that teaches it.
+See README.md for the chapter map, ARCHITECTURE.md for the layout, and each function's docstring
+for the chapter that teaches it.
+
+The top level holds one module per lesson idea, in the course's order (``attention``,
+``masking``, ``multihead``, ``positional``, ``transformer``, ``pretrained``), plus ``device``.
+Below it: ``efficient/`` (chapter 09), ``data/``, ``viz/``, ``checks/`` (in-notebook feedback),
+``grading/`` (the batch grader) and ``authoring/`` (the instructor's tools).
 """
 
-from . import attention, device, masking, multihead, positional, tasks, toy, transformer, viz
+from . import attention, data, device, efficient, masking, multihead, positional, transformer, viz
+from .data import tasks, toy  # noqa: F401  (also course_lib.toy / course_lib.tasks, as before)
 from .attention import dot_product_scores, scaled_dot_product_attention, softmax
 from .device import get_device, set_seed
 from .masking import causal_mask, combine_masks, padding_mask, to_additive
@@ -17,7 +24,9 @@ __version__ = "0.1.0"
 __all__ = [
     # modules
     "attention",
+    "data",
     "device",
+    "efficient",
     "masking",
     "multihead",
     "positional",

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from course_lib.build_exercises import ROOT
+from course_lib.authoring.build_exercises import ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -220,7 +220,7 @@ def test_lesson_runs_in_jupyterlab_and_the_slider_changes_the_figure(chromium, j
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from course_lib.site import build_site
+    from course_lib.authoring.site import build_site
 
     out = tmp_path_factory.mktemp("site") / "site"
     build_site(out)

@@ -6,7 +6,7 @@ import sys
 import nbformat
 import pytest
 
-from course_lib.build_exercises import ROOT, build, make_exercise, strip_solutions
+from course_lib.authoring.build_exercises import ROOT, build, make_exercise, strip_solutions
 
 
 def test_region_is_replaced_at_its_indentation():
@@ -70,7 +70,7 @@ def test_check_mode_detects_stale_missing_and_orphan(tmp_path):
 
 def test_repository_exercises_are_up_to_date():
     """The command `make test` also runs: exercises/ must be what solutions/ generates."""
-    result = subprocess.run([sys.executable, "-m", "course_lib.build_exercises", "--check"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "course_lib.authoring.build_exercises", "--check"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -9,13 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import course_lib.efficient as efficient
+import course_lib.efficient.tiled_fast as tiled_fast
 from course_lib import causal_mask, scaled_dot_product_attention
 from course_lib.efficient import (
     KVCache,
     MemoryTracker,
     decode_step,
     elu_feature_map,
+    flash_attention,
     linear_attention,
+    loglog_slope,
+    median_time,
     online_softmax,
     sliding_window_mask,
     tiled_attention,
@@ -62,6 +66,81 @@ def tiled_inputs(draw):
 
 
 @SETTINGS
+@given(tiled_inputs(), st.integers(1, 13))
+def test_flash_attention_algorithm_1_matches_torch_and_the_fast_path(inputs, block_rows):
+    """The readable Algorithm 1 (B_r x B_c tiles) = torch's SDPA = the fast tiled path, on every mask kind."""
+    q, k, v, kwargs, block_cols = inputs
+    ours = flash_attention(q, k, v, block_rows=block_rows, block_cols=block_cols, **kwargs)
+    expected = scaled_dot_product_attention(q, k, v, **kwargs)  # zeros on fully masked rows, as course_lib
+    torch.testing.assert_close(ours, expected, **TOL[q.dtype])
+    torch.testing.assert_close(ours, tiled_attention(q, k, v, block_size=block_cols, **kwargs), **TOL[q.dtype])
+
+
+def test_flash_attention_keeps_one_tile_of_scores():
+    """Only B_r x B_c scores exist at a time: extra memory O(L) (O, l, m) plus tiles, never L x S."""
+    g = torch.Generator().manual_seed(0)
+    peaks = {}
+    for L in (256, 512):
+        q, k, v = (torch.randn(L, 16, generator=g) for _ in range(3))
+        with MemoryTracker() as tracker:
+            flash_attention(q, k, v, block_rows=32, block_cols=32)
+        peaks[L] = tracker.peak
+        assert tracker.peak < L * L * 4 / 4  # far below one (L, S) float32 matrix of weights
+    assert peaks[512] / peaks[256] < 2.5  # doubling L doubles the memory (O(L)); the weights would quadruple
+
+
+def test_flash_attention_in_half_precision_does_not_overflow():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 9, 8, generator=g) * 40 for _ in range(3))  # scores far beyond exp's float16 range
+    ours = flash_attention(q.half(), k.half(), v.half(), block_rows=4, block_cols=3)
+    reference = F.scaled_dot_product_attention(q.half().float(), k.half().float(), v.half().float())
+    assert ours.dtype == torch.float16 and torch.isfinite(ours).all()
+    torch.testing.assert_close(ours.float(), reference, rtol=2e-3, atol=2e-2)
+
+
+@pytest.mark.parametrize("bad, error, word", [
+    (dict(block_rows=0), ValueError, "block_rows"),
+    (dict(block_cols=1.5), TypeError, "block_cols"),
+    (dict(is_causal="yes"), TypeError, "is_causal"),
+    (dict(scale="x"), TypeError, "scale"),
+])
+def test_flash_attention_names_the_bad_argument(bad, error, word):
+    q = torch.randn(3, 4)
+    with pytest.raises(error, match=word):
+        flash_attention(q, q, q, **bad)
+
+
+# ----- measuring cost ---------------------------------------------------------------------
+
+
+@given(st.floats(-3, 3), st.floats(0.1, 10), st.lists(st.floats(1, 1e4), min_size=2, max_size=8, unique=True))
+def test_loglog_slope_recovers_the_exponent_of_a_power_law(p, c, xs):
+    if max(xs) / min(xs) < 1.5:
+        xs = xs + [min(xs) * 4]  # enough spread for a well-defined slope
+    ys = [c * x**p for x in xs]
+    assert math.isclose(loglog_slope(xs, ys), p, abs_tol=1e-6)
+
+
+def test_loglog_slope_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="same length"):
+        loglog_slope([1, 2], [1])
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope([1, 2], [0, 1])
+    with pytest.raises(ValueError, match="distinct"):
+        loglog_slope([2, 2], [1, 3])
+
+
+def test_median_time_calls_once_to_warm_up_then_reps_times():
+    calls = []
+    seconds = median_time(lambda: calls.append(1), reps=5)
+    assert len(calls) == 6 and seconds >= 0.0
+    with pytest.raises(ValueError, match="reps"):
+        median_time(lambda: None, reps=0)
+    with pytest.raises(TypeError, match="fn"):
+        median_time(3)
+
+
+@SETTINGS
 @given(tiled_inputs())
 def test_tiled_attention_matches_torch_sdpa(inputs):
     q, k, v, kwargs, block_size = inputs
@@ -76,12 +155,12 @@ def test_tiled_attention_matches_torch_sdpa(inputs):
 def test_tiled_attention_matches_with_tiny_block_groups(inputs, block_elements):
     """Force the row grouping (several groups of batch entries and of queries) on small inputs."""
     q, k, v, kwargs, block_size = inputs
-    saved = efficient._BLOCK_ELEMENTS
-    efficient._BLOCK_ELEMENTS = block_elements
+    saved = tiled_fast._BLOCK_ELEMENTS
+    tiled_fast._BLOCK_ELEMENTS = block_elements
     try:
         ours = tiled_attention(q, k, v, block_size=block_size, **kwargs)
     finally:
-        efficient._BLOCK_ELEMENTS = saved
+        tiled_fast._BLOCK_ELEMENTS = saved
     torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, **kwargs), **TOL[q.dtype])
 
 
@@ -90,23 +169,23 @@ def test_tiled_attention_matches_with_tiny_block_groups(inputs, block_elements):
 def test_tiled_attention_with_worker_threads_matches(inputs, threads):
     """The CPU thread pool path (forced here on small inputs) gives the same numbers."""
     q, k, v, kwargs, block_size = inputs
-    saved = efficient._threads_for, efficient._BLOCK_ELEMENTS
-    efficient._threads_for = lambda device, scores: threads
-    efficient._BLOCK_ELEMENTS = 16
+    saved = tiled_fast._threads_for, tiled_fast._BLOCK_ELEMENTS
+    tiled_fast._threads_for = lambda device, scores: threads
+    tiled_fast._BLOCK_ELEMENTS = 16
     try:
         ours = tiled_attention(q, k, v, block_size=block_size, **kwargs)
     finally:
-        efficient._threads_for, efficient._BLOCK_ELEMENTS = saved
+        tiled_fast._threads_for, tiled_fast._BLOCK_ELEMENTS = saved
     torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, **kwargs), **TOL[q.dtype])
 
 
 def test_worker_threads_are_used_only_without_a_dispatch_mode():
     cpu = torch.device("cpu")
-    big = efficient._PARALLEL_MIN_SCORES
-    assert efficient._threads_for(cpu, big - 1) == 1  # small inputs: inline
-    assert efficient._threads_for(cpu, big) == max(1, torch.get_num_threads())
+    big = tiled_fast._PARALLEL_MIN_SCORES
+    assert tiled_fast._threads_for(cpu, big - 1) == 1  # small inputs: inline
+    assert tiled_fast._threads_for(cpu, big) == max(1, torch.get_num_threads())
     with MemoryTracker():
-        assert efficient._threads_for(cpu, big) == 1  # the tracker must see every operation
+        assert tiled_fast._threads_for(cpu, big) == 1  # the tracker must see every operation
 
 
 @pytest.mark.parametrize("magnitude", [1.0, 10.0])
@@ -121,8 +200,8 @@ def test_tiled_attention_at_realistic_size_with_partial_blocks(magnitude, kwargs
 def test_both_paths_are_taken_and_agree():
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 40, 16, generator=g) for _ in range(3))
-    assert efficient._no_overflow_possible(q, k, v, 0.25, torch.float32)  # small scores: no running max needed
-    assert not efficient._no_overflow_possible(q * 100, k, v, 0.25, torch.float32)
+    assert tiled_fast._no_overflow_possible(q, k, v, 0.25, torch.float32)  # small scores: no running max needed
+    assert not tiled_fast._no_overflow_possible(q * 100, k, v, 0.25, torch.float32)
     for scale in (1.0, 100.0):  # scores up to ~ 100 * 16: exp would overflow without the running max
         torch.testing.assert_close(tiled_attention(q * scale, k, v, block_size=8),
                                    F.scaled_dot_product_attention(q * scale, k, v), rtol=1e-5, atol=1e-5)
@@ -471,8 +550,9 @@ def test_cache_rejects_a_token_of_another_shape():
 
 
 def test_public_names():
-    assert set(efficient.__all__) == {"online_softmax", "tiled_attention", "KVCache", "decode_step",
-                                      "sliding_window_mask", "elu_feature_map", "linear_attention", "MemoryTracker"}
+    assert set(efficient.__all__) == {"online_softmax", "flash_attention", "tiled_attention", "KVCache", "decode_step",
+                                      "sliding_window_mask", "elu_feature_map", "linear_attention", "MemoryTracker",
+                                      "median_time", "loglog_slope"}
     for name in efficient.__all__:
         doc = getattr(efficient, name).__doc__
         assert "Taught in: notebooks/09_efficient_attention.ipynb" in doc, name

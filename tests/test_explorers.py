@@ -1,4 +1,4 @@
-"""course_lib.explorers: the interactive explorers (ipywidgets + matplotlib) and their static fallback.
+"""course_lib.viz.explorers: the interactive explorers (ipywidgets + matplotlib) and their static fallback.
 
 Every number an explorer shows is recomputed here independently (numpy, the formula, PyTorch's
 own functions); a change of a control must change the figure's PNG bytes and the numbers.
@@ -19,10 +19,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import course_lib.viz  # noqa: E402
-from course_lib import explorers  # noqa: E402
-from course_lib.explorers import attention_explorer, positional_explorer, softmax_explorer  # noqa: E402
+from course_lib.viz import explorers  # noqa: E402
+from course_lib.viz import widgets as widgets_module  # noqa: E402
+from course_lib.viz.explorers import attention_explorer, positional_explorer, softmax_explorer  # noqa: E402
 from course_lib.multihead import MultiHeadAttention  # noqa: E402
-from course_lib.toy import SENTENCE, sentence_embeddings  # noqa: E402
+from course_lib.data.toy import SENTENCE, sentence_embeddings  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -97,7 +98,7 @@ def test_without_a_kernel_the_explorer_draws_a_pyplot_figure_of_its_state():
 
 
 def test_inside_a_kernel_no_pyplot_figure_is_made(monkeypatch):
-    monkeypatch.setattr(explorers, "_in_kernel", lambda: True)
+    monkeypatch.setattr(widgets_module, "_in_kernel", lambda: True)
     before = set(plt.get_fignums())
     explorer = attention_explorer()
     assert set(plt.get_fignums()) == before  # the widget (or the bundle's PNG) shows it instead

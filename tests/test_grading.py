@@ -332,7 +332,7 @@ def test_a_grader_bug_on_one_notebook_is_a_row_not_a_crash(batch, tmp_path, monk
     def broken(*args, **kwargs):
         raise KeyError("a bug in the grader")
 
-    monkeypatch.setattr(grading, "identify_chapter", broken)
+    monkeypatch.setattr(grading.scoring, "identify_chapter", broken)
     small = tmp_path / "small"
     small.mkdir()
     for student in ("not_json", "renamed_function"):

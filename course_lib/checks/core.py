@@ -22,127 +22,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator
 
 import torch
 
-NOT_IMPLEMENTED = "not implemented yet"
-HAND_WRITTEN = "written by hand"  # the title of the property added when a ready-made function is used
-
-
-# --------------------------------------------------------------------------------------------
-# The framework: cases, properties, mistakes, reports.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    """One call of the learner's function: positional args, keyword args and a short label."""
-
-    args: tuple
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""
-
-    def size(self) -> int:
-        return sum(a.numel() for a in (*self.args, *self.kwargs.values()) if isinstance(a, torch.Tensor))
-
-    def describe(self, values: bool = True) -> str:
-        """The call's arguments as text: small tensors in full, others as dtype and shape.
-
-        With ``values=False`` (batch feedback, where inputs stay hidden) every tensor is shown as
-        dtype and shape only, and other arguments by their type.
-        """
-        parts = []
-        items = [(None, a) for a in self.args] + list(self.kwargs.items())
-        for name, a in items:
-            prefix = f"{name}=" if name else ""
-            if not values and not isinstance(a, torch.Tensor):
-                shown = repr(a) if isinstance(a, (bool, int)) or a is None else f"<{type(a).__name__}>"
-                parts.append(prefix + shown)
-            elif isinstance(a, torch.Tensor):
-                if a.numel() <= 8 and values:
-                    parts.append(prefix + _fmt_tensor(a))
-                else:
-                    parts.append(f"{prefix}<{a.dtype} tensor of shape {tuple(a.shape)}>".replace("torch.", ""))
-            else:
-                parts.append(prefix + repr(a))
-        text = ", ".join(parts)
-        return f"({text})" + (f"  [{self.label}]" if self.label else "")
-
-
-@dataclass
-class Property:
-    """A named group of cases; it passes when the learner's output is right on all of them."""
-
-    title: str
-    cases: list[Case]
-
-
-@dataclass
-class Mistake:
-    """A known wrong variant of the reference, and what to tell the learner when it matches."""
-
-    key: str
-    message: str
-    fn: Callable[..., Any]
-
-
-@dataclass
-class PropertyResult:
-    title: str
-    passed: bool
-    detail: str = ""
-
-
-@dataclass
-class CheckReport:
-    """The outcome of one check. ``score`` is the fraction of properties passed (0 to 1)."""
-
-    exercise: str
-    status: str  # "passed", "failed", "not implemented", "error" ("captured" under capture())
-    results: list[PropertyResult] = field(default_factory=list)
-    diagnoses: list[str] = field(default_factory=list)  # keys of the mistakes recognised
-
-    @property
-    def passed(self) -> int:
-        return sum(r.passed for r in self.results)
-
-    @property
-    def total(self) -> int:
-        return len(self.results)
-
-    @property
-    def score(self) -> float:
-        return self.passed / self.total if self.total else 0.0
-
-    def __repr__(self) -> str:
-        return f"CheckReport({self.exercise!r}, status={self.status!r}, passed={self.passed}/{self.total})"
-
-
-@dataclass
-class Exercise:
-    """One exercise: the learner's function ``name`` is compared with ``reference`` on every case.
-
-    ``mistakes`` are the known wrong variants to recognise; ``compare(got, expected)`` returns a
-    reason when the two differ (default: same shape, floating dtype, device and values within
-    the dtype's tolerance).
-    """
-
-    name: str
-    reference: Callable[..., Any]
-    properties: list[Property]
-    mistakes: list[Mistake] = field(default_factory=list)
-    compare: Callable[[Any, Any], str | None] | None = None  # returns a reason when different
-
-
-def _fmt_tensor(t: torch.Tensor) -> str:
-    if t.dim() == 0:
-        return f"{t.item():.4g}"
-    values = ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in t.flatten().tolist())
-    if t.dim() == 1:
-        return f"[{values}]"
-    return f"tensor of shape {tuple(t.shape)} [{values}]"
+from .handwritten import hand_written_result, ready_made_in_function
+from .base import (HAND_WRITTEN, NOT_IMPLEMENTED, Captured, Case, CheckReport, Exercise, Mistake,  # noqa: F401
+                    Outcome, Property, PropertyResult, Raised, Returned, _fmt_tensor, _is_not_implemented)
 
 
 def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -192,44 +78,8 @@ def _call(fn: Callable, case: Case):
     return fn(*args, **kwargs)
 
 
-def _is_not_implemented(exc: BaseException) -> bool:
-    return isinstance(exc, NotImplementedError)
-
-
-# --------------------------------------------------------------------------------------------
 # Outcomes: what the learner's function did on each case (computed here or in a sandbox).
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Returned:
-    """The learner's function returned ``value`` on a case."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class Raised:
-    """The learner's function raised on a case: the exception's type name and message.
-
-    ``not_implemented`` is True for NotImplementedError (and its subclasses): the exercise is
-    still the unfilled stub.
-    """
-
-    type_name: str
-    message: str = ""
-    not_implemented: bool = False
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> "Raised":
-        return cls(type(exc).__name__, str(exc), _is_not_implemented(exc))
-
-    def reason(self) -> str:
-        first = self.message.splitlines()[0] if self.message else ""
-        return f"raised {self.type_name}: {first}".rstrip(": ")
-
-
-Outcome = Union[Returned, Raised]
 
 
 def compute_outcomes(exercise: Exercise, student_fn: Callable) -> list[list[Outcome]]:
@@ -325,18 +175,6 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Captured:
-    """An exercise recorded by :func:`run_check` under :func:`capture`, with the callable it was given.
-
-    ``fn`` is the learner's function itself, or a wrapper around it when the chapter's check
-    adapts the function before checking it.
-    """
-
-    exercise: Exercise
-    fn: Any
-
-
 _CAPTURING: ContextVar[list | None] = ContextVar("course_lib_checks_capturing", default=None)
 
 
@@ -384,8 +222,6 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) ->
         return report
     report = judge(exercise, compute_outcomes(exercise, student_fn))
     if report.status != "not implemented":
-        from .handwritten import hand_written_result, ready_made_in_function  # noqa: PLC0415  (imports core)
-
         result = hand_written_result(exercise.name, ready_made_in_function(exercise.name, student_fn))
         if result is not None:
             report.results.append(result)
@@ -402,10 +238,6 @@ _EXCEPTION_HINTS = {
     "view_after_transpose": "`.view(...)` fails after a transpose: the transposed tensor is not contiguous in "
     "memory, so it cannot be re-viewed. Use `.reshape(...)` (or `.contiguous().view(...)`) after the transpose.",
 }
-
-
-def _diagnose_exception(exc: BaseException, case: Case) -> list[str]:
-    return _diagnose_exception_text(str(exc), case)
 
 
 def _diagnose_exception_text(text: str, case: Case) -> list[str]:

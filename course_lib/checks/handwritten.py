@@ -29,7 +29,7 @@ import textwrap
 import types
 from typing import Any, Callable, Iterable
 
-from .core import HAND_WRITTEN, PropertyResult
+from .base import HAND_WRITTEN, PropertyResult
 from .points import FORBIDDEN
 
 _MISSING = object()

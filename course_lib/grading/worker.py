@@ -3,9 +3,9 @@
 The batch grader (:mod:`course_lib.grading`) runs one worker process per submission, in a
 fresh temporary directory (its working directory) holding ``job.pt``: the notebook's code cells
 (magics already removed) and the grader's inputs for every exercise. The process is forked by a
-fork server (``python -m course_lib.grading_worker --server``, see :func:`serve`) that has
+fork server (``python -m course_lib.grading.worker --server``, see :func:`serve`) that has
 imported torch once, or, if the server is unavailable, started afresh as
-``python -m course_lib.grading_worker --memory MB --cpu S --fsize MB``. Either way the worker
+``python -m course_lib.grading.worker --memory MB --cpu S --fsize MB``. Either way the worker
 
 1. limits itself before any submitted code runs: address space and data size (memory), CPU
    seconds, file size, open files, no core dumps; stdout and stderr are capped in memory;
@@ -389,7 +389,7 @@ def serve() -> None:
     """The fork server's loop (``--server``): JSON requests on stdin, JSON replies on stdout.
 
     A request ``{"id", "sandbox", "memory", "cpu", "fsize", "trusted"}`` forks a child that runs
-    that job exactly as a fresh ``python -m course_lib.grading_worker`` would, with torch already
+    that job exactly as a fresh ``python -m course_lib.grading.worker`` would, with torch already
     imported (by this trusted process, before any submitted code exists), which saves the ~2 s
     of ``import torch`` per notebook. Replies: ``{"id", "pid"}`` once forked, ``{"pid", "status"}``
     (the raw wait status) once the child has ended. When stdin closes (the grader is done or

@@ -1,9 +1,8 @@
 """Pictures of attention, drawn with matplotlib (no JavaScript, no network).
 
-``plot_attention`` draws one attention matrix. The interactive explorers (``softmax_explorer``,
-``attention_explorer``, ``positional_explorer``, built on ipywidgets, with a static figure when no
-widget frontend is present) live in :mod:`course_lib.explorers` and are importable from here too;
-they are loaded on first use, so importing course_lib does not import ipywidgets.
+``plot_attention`` draws one attention matrix; ``plot_head_grid`` draws one map per (layer, head).
+The interactive explorers live in :mod:`course_lib.viz.explorers`, which imports this module
+(never the reverse).
 
 Taught in: notebooks/01_dot_products.ipynb onwards.
 """
@@ -14,20 +13,9 @@ from typing import Sequence
 
 import torch
 
-from . import _validate as v
+from .. import _validate as v
 
-__all__ = ["plot_attention", "softmax_explorer", "attention_explorer", "positional_explorer"]
-
-_EXPLORERS = ("softmax_explorer", "attention_explorer", "positional_explorer")
-
-
-def __getattr__(name: str):
-    """``course_lib.viz.softmax_explorer`` etc.: the explorers, imported on first use."""
-    if name in _EXPLORERS:
-        from . import explorers
-
-        return getattr(explorers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["plot_attention", "plot_head_grid"]
 
 
 def plot_attention(
@@ -103,4 +91,57 @@ def plot_attention(
                         color="black" if value > middle else "white")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_head_grid(maps, title: str | None = None, row: int | None = None, ax=None, figsize=(12, 6.2)):
+    """Draw every (layer, head) attention map of one input as one mosaic, on one colour scale.
+
+    Block (l, h) of the mosaic is layer l, head h (0-based); inside a block, rows are queries and
+    columns keys, as in :func:`plot_attention`. All blocks share the colour scale 0..1 (attention
+    weights), so they can be compared at a glance; a blank border separates them.
+
+    Args:
+        maps: tensor or array (N, H, T, T) of attention weights: N layers, H heads, T tokens.
+            Any device or dtype (copied to the CPU as float32).
+        title: optional title.
+        row: optional query index to mark with a thin red line in every layer (e.g. "it").
+        ax: a matplotlib Axes to draw on; a new figure of size ``figsize`` is made if None.
+        figsize: (width, height) in inches of a new figure.
+    Returns:
+        the matplotlib Axes.
+    Shape:
+        maps (N, H, T, T)
+    Raises:
+        TypeError: if maps is not a tensor or array.
+        ValueError: if maps is not 4-D with square (T, T) maps, or row is outside 0..T-1.
+    Taught in: notebooks/10_pretrained_attention.ipynb.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fn = "plot_head_grid"
+    if isinstance(maps, np.ndarray):
+        maps = torch.from_numpy(maps)
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{fn}: maps must be a torch.Tensor or numpy array, got {type(maps).__name__}")
+    if maps.dim() != 4 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"{fn}: maps must be (N, H, T, T) (layers, heads, queries, keys), got {v.shape_str(maps)}")
+    n_layers, n_heads, T = maps.shape[:3]
+    if row is not None and not (isinstance(row, int) and 0 <= row < T):
+        raise ValueError(f"{fn}: row must be a query index in 0..{T - 1}, got {row!r}")
+    m = maps.detach().to("cpu", torch.float32)
+    framed = torch.nn.functional.pad(m, (0, 1, 0, 1), value=float("nan"))  # (N, H, T+1, T+1): a blank border
+    mosaic = framed.permute(0, 2, 1, 3).reshape(n_layers * (T + 1), n_heads * (T + 1))  # (N, T+1, H, T+1) -> 2-D
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # white: the NaN borders
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, dpi=70)
+    image = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([h * (T + 1) + T / 2 for h in range(n_heads)], [f"head {h}" for h in range(n_heads)], fontsize=8)
+    ax.set_yticks([l * (T + 1) + T / 2 for l in range(n_layers)], [f"layer {l}" for l in range(n_layers)], fontsize=8)
+    if row is not None:
+        ax.hlines([l * (T + 1) + row for l in range(n_layers)], -0.5, mosaic.shape[1] - 1.5, color="red", lw=0.6)
+    ax.figure.colorbar(image, ax=ax, fraction=0.02, label="attention weight")
+    if title:
+        ax.set_title(title, fontsize=10)
     return ax

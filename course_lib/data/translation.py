@@ -37,9 +37,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import _validate as v
-from .masking import padding_mask
-from .multihead import MultiHeadAttention
+from .. import _validate as v
+from ..masking import padding_mask
+from ..multihead import MultiHeadAttention
+from ..transformer import alignment_matrix
 
 __all__ = [
     "PAD",
@@ -209,36 +210,6 @@ def make_batch(
     lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
     return ToyBatch(src.to(device), tgt.to(device), lengths.to(device), alignment.to(device),
                     sentences, [french for french, _ in pairs])
-
-
-def alignment_matrix(alignment: torch.Tensor, S: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The ideal attention weights of an alignment: row t is one-hot at source position ``alignment[t]``.
-
-    Args:
-        alignment: long tensor (..., L) of source positions; -1 marks a padded target position
-            (its row is all zeros).
-        S: number of source positions (default: the largest index + 1).
-        dtype: floating dtype of the result.
-    Returns:
-        tensor (..., L, S) on ``alignment``'s device.
-    Shape:
-        (..., L) -> (..., L, S)
-    Raises:
-        TypeError: if alignment is not an integer tensor.
-        ValueError: if an index is < -1 or >= S.
-    Taught in: notebooks/06_cross_attention.ipynb.
-    """
-    fn = "alignment_matrix"
-    v.tensor(alignment, "alignment", fn, min_dim=1)
-    if alignment.is_floating_point() or alignment.dtype == torch.bool or alignment.is_complex():
-        raise TypeError(f"{fn}: alignment must be an integer tensor, got {alignment.dtype}")
-    if S is None:
-        S = max(int(alignment.max()) + 1, 1)
-    S = v.positive_int(S, "S", fn)
-    if (alignment < -1).any() or (alignment >= S).any():
-        raise ValueError(f"{fn}: alignment values must lie in [-1, S) = [-1, {S}), got {alignment.tolist()}")
-    positions = torch.arange(S, device=alignment.device)  # (S,)
-    return (alignment[..., None] == positions).to(dtype)  # (..., L, 1) == (S,) -> (..., L, S)
 
 
 class CrossAttentionTranslator(nn.Module):

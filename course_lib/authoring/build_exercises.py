@@ -16,8 +16,8 @@ function that raises is harmless, and the check cell after it reports "not imple
 
 Usage::
 
-    python -m course_lib.build_exercises            # write exercises/
-    python -m course_lib.build_exercises --check    # exit 1 if exercises/ is stale
+    python -m course_lib.authoring.build_exercises            # write exercises/
+    python -m course_lib.authoring.build_exercises --check    # exit 1 if exercises/ is stale
 
 Raises ``ValueError`` (exit 2 from the command line) for an unmatched marker or a region at the
 top level of a cell, which would make the exercise notebook fail to run.
@@ -35,7 +35,7 @@ BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check cell below.")'
 SOLUTION_ONLY_TAG = "solution-only"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def strip_solutions(source: str, where: str = "cell") -> str:

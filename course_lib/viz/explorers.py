@@ -24,187 +24,21 @@ Taught in: notebooks/02_softmax.ipynb, 03_scaling.ipynb, 04_masking.ipynb, 05_mu
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from typing import Sequence
 
 import ipywidgets as widgets
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .attention import scaled_dot_product_attention, softmax
-from .masking import causal_mask, combine_masks
-from .positional import sinusoidal_encoding
-from .toy import FEATURES, PAD_TOKEN, SENTENCE, embed, sentence_embeddings, tokenize
+from ..attention import scaled_dot_product_attention, softmax
+from ..masking import causal_mask, combine_masks
+from ..positional import sinusoidal_encoding
+from ..data.toy import PAD_TOKEN, SENTENCE, embed, sentence_embeddings, tokenize
+from .plots import plot_attention
+from .widgets import DPI, D_K_CHOICES, _HAND_MADE, Explorer, _d_k_slider, _entropy, _finish, _in_kernel, _png  # noqa: F401
 
 __all__ = ["Explorer", "softmax_explorer", "attention_explorer", "positional_explorer"]
-
-#: Resolution of every explorer figure (dots per inch), as the lessons' ``figure.dpi``.
-DPI = 80
-#: The d_k values offered by the sliders (7 = the hand-made features of course_lib.toy, unprojected).
-D_K_CHOICES = (1, 2, 4, 7, 8, 16, 32, 64, 128, 256, 512)
-_HAND_MADE = len(FEATURES)  # 7 hand-made features
-
-
-def _in_kernel() -> bool:
-    """True inside a Jupyter kernel (a frontend may render widgets); False in a plain shell."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
-
-
-def _png(figure: Figure) -> bytes:
-    """Render a figure to PNG bytes with a 256-colour palette (about a third of the size of RGBA).
-
-    The bytes go into the widget and, once, into the saved notebook: small keeps notebooks light.
-    """
-    from PIL import Image  # Pillow comes with matplotlib
-
-    canvas = figure.canvas
-    canvas.draw()
-    width, height = canvas.get_width_height(physical=True)
-    image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-    image = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def _entropy(weights: torch.Tensor) -> float:
-    """Entropy in nats of a weight vector; 0 * log 0 counts as 0."""
-    return float(-torch.special.xlogy(weights, weights).sum())
-
-
-class Explorer(widgets.VBox):
-    """An explorer: a row of controls, a status line with the numbers, and the figure.
-
-    Subclasses define ``_compute(**values) -> dict`` (the numbers, from course_lib's functions),
-    ``_draw(figure, result)`` and ``_describe(result) -> list[str]``. Every change of a control's
-    value recomputes, redraws the figure into :attr:`image` (PNG bytes) and rewrites
-    :attr:`status`. A bad input (a word without a vector, an unparsable logit) leaves the last
-    figure in place and shows the error in the status line.
-
-    Attributes:
-        controls: dict name -> the ipywidgets control.
-        image: ``ipywidgets.Image`` holding the current figure as PNG bytes.
-        status: ``ipywidgets.HTML`` with the numbers the figure shows.
-        figure: the matplotlib ``Figure`` drawn into (not a pyplot figure).
-        result: the dict of the last successful computation.
-        error: the last error message, or None.
-    """
-
-    figsize = (8.0, 3.0)
-
-    def __init__(self, controls: dict, rows: Sequence[Sequence[str]]):
-        self.controls = dict(controls)
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 8px"))
-        self.figure = Figure(figsize=self.figsize, dpi=DPI)
-        FigureCanvasAgg(self.figure)
-        self.result: dict | None = None
-        self.error: str | None = None
-        self.lines: list[str] = []
-        self._busy = False
-        boxes = [widgets.HBox([self.controls[name] for name in row]) for row in rows if row]
-        super().__init__(children=[*boxes, self.status, self.image])
-        for control in self.controls.values():
-            control.observe(self._on_change, names="value")
-        self.update()
-
-    # -- subclasses -------------------------------------------------------------------------
-    def _compute(self, **values) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _draw(self, figure: Figure, result: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _describe(self, result: dict) -> list[str]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _sync_controls(self) -> None:
-        """Adjust controls that depend on others (options, ranges); called before computing."""
-
-    # -- machinery --------------------------------------------------------------------------
-    def values(self) -> dict:
-        """The current value of every control, by name."""
-        return {name: control.value for name, control in self.controls.items()}
-
-    def _on_change(self, change) -> None:
-        self.update()
-
-    def update(self) -> None:
-        """Recompute from the controls, redraw the figure and rewrite the status line."""
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            self._sync_controls()
-            try:
-                result = self._compute(**self.values())
-            except (ValueError, TypeError) as err:
-                self.error = str(err)
-                self.status.value = f'<span style="color:#b00020">{html.escape(self.error)}</span>'
-                return
-            self.error = None
-            self.result = result
-            self.figure.clear()
-            self._draw(self.figure, result)
-            self.image.value = _png(self.figure)
-            self.lines = self._describe(result)
-            self.status.value = "<br>".join(html.escape(line) for line in self.lines)
-        finally:
-            self._busy = False
-
-    def summary(self) -> str:
-        """The status line as plain text (what a text-only frontend shows)."""
-        return "\n".join([type(self).__name__ + ":", *("  " + line for line in self.lines)])
-
-    def _repr_mimebundle_(self, **kwargs):
-        # The widget view for a live frontend, and its current state as a PNG and as text for
-        # everything else: nbval, nbconvert (HTML export), a notebook opened without a kernel.
-        bundle = super()._repr_mimebundle_(**kwargs)
-        bundle["image/png"] = base64.b64encode(bytes(self.image.value)).decode("ascii")
-        bundle["text/plain"] = self.summary()
-        return bundle
-
-    def show_static(self):
-        """Draw the current state as a pyplot figure (shown at once on an interactive backend).
-
-        Returns:
-            the pyplot ``Figure``.
-        """
-        import matplotlib
-        import matplotlib.pyplot as plt
-
-        figure = plt.figure(figsize=self.figsize, dpi=DPI)
-        if self.result is not None:
-            self._draw(figure, self.result)
-        backend = matplotlib.get_backend().lower()
-        if backend not in ("agg", "pdf", "ps", "svg", "cairo", "template") and "inline" not in backend:
-            plt.show(block=False)  # pragma: no cover - needs a screen
-        return figure
-
-
-def _finish(explorer: Explorer) -> Explorer:
-    """Outside a Jupyter kernel nothing renders a widget: draw the initial state with pyplot."""
-    if not _in_kernel():
-        explorer.static_figure = explorer.show_static()
-    return explorer
-
-
-def _d_k_slider(value: int, disabled: bool = False) -> widgets.SelectionSlider:
-    choices = sorted(set(D_K_CHOICES) | {value})
-    options = [(f"{d} (hand-made)" if d == _HAND_MADE else str(d), d) for d in choices]
-    return widgets.SelectionSlider(options=options, value=value, description="d_k",
-                                   continuous_update=False, disabled=disabled,
-                                   layout=widgets.Layout(width="340px"))
-
 
 # ------------------------------------------------------------------------------------------
 # Softmax and temperature
@@ -432,7 +266,7 @@ class AttentionExplorer(Explorer):
                 q = torch.stack([x @ W for W in projections])  # (T, 7) @ (7, E) -> (T, E); stacked (H, T, E)
                 k = q  # queries and keys share the map (chapter 03, section 5)
             else:
-                from .multihead import split_heads
+                from ..multihead import split_heads
 
                 batch = x.to(self.model.W_query.weight)[None]  # (1, T, D)
                 q = split_heads(self.model.W_query(batch), self.num_heads)[0].cpu().float()  # (H, T, Dh)
@@ -461,7 +295,6 @@ class AttentionExplorer(Explorer):
     def _draw(self, figure: Figure, r: dict) -> None:
         from matplotlib.patches import Rectangle
 
-        from .viz import plot_attention
 
         tokens, T, i = r["tokens"], len(r["tokens"]), r["query"]
         heat, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.45, 1]})
@@ -506,7 +339,7 @@ def attention_explorer(sentence: str = SENTENCE, d_k: int = _HAND_MADE, scale: b
                        inputs=None, tokens: Sequence[str] | None = None) -> AttentionExplorer:
     """Explore self-attention on a sentence: d_k, the scale, a causal mask, padding, heads.
 
-    Each token's hand-made vector (``course_lib.toy``, 7 features) is mapped to d_k features by a
+    Each token's hand-made vector (``course_lib.data.toy``, 7 features) is mapped to d_k features by a
     seeded random matrix W (7, d_k) of variance 1/7, shared by queries and keys as in chapter 03,
     section 5 (d_k = 7 uses the hand-made vectors themselves); head h uses the seed ``seed + h``.
     The weights come from ``course_lib.scaled_dot_product_attention`` with scale 1/sqrt(d_k) (or
@@ -519,7 +352,7 @@ def attention_explorer(sentence: str = SENTENCE, d_k: int = _HAND_MADE, scale: b
     heads (d_k = D / H; the sentence and d_k controls are then not shown).
 
     Args:
-        sentence: the starting sentence; every word needs a hand-made vector (course_lib.toy).
+        sentence: the starting sentence; every word needs a hand-made vector (course_lib.data.toy).
         d_k: the query/key size, one of :data:`D_K_CHOICES` or any positive int.
         scale: divide the scores by sqrt(d_k).  causal: apply a causal mask.
         pads: number of pad tokens appended.  mask_pads: mask the pad keys.
@@ -542,7 +375,7 @@ def attention_explorer(sentence: str = SENTENCE, d_k: int = _HAND_MADE, scale: b
     """
     fn = "attention_explorer"
     if model is not None:
-        from .multihead import MultiHeadAttention
+        from ..multihead import MultiHeadAttention
 
         if not isinstance(model, MultiHeadAttention):
             raise TypeError(f"{fn}: model must be a course_lib.multihead.MultiHeadAttention, "

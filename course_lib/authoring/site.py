@@ -1,6 +1,6 @@
 """Build the offline course site: the committed lessons as HTML, with an index and links between them.
 
-``make site`` (``python -m course_lib.site``) converts every ``notebooks/NN_topic.ipynb`` with
+``make site`` (``python -m course_lib.authoring.site``) converts every ``notebooks/NN_topic.ipynb`` with
 nbconvert, as it is committed (nothing is executed), into ``build/site/``:
 
 - ``index.html``: the chapters in order, each with its lesson page and its exercise notebook;
@@ -17,7 +17,7 @@ out; MathJax is the local copy), and widget outputs keep only their static PNG. 
 
 Usage::
 
-    python -m course_lib.site [--out build/site]
+    python -m course_lib.authoring.site [--out build/site]
 
 Taught in: README.md ("The course as a web site").
 """
@@ -156,7 +156,7 @@ def _copy_mathjax(out: Path) -> bool:
     try:
         import jupyter_server_mathjax
     except ImportError:
-        print("course_lib.site: jupyter-server-mathjax is not installed; formulas stay as LaTeX source "
+        print("course_lib.authoring.site: jupyter-server-mathjax is not installed; formulas stay as LaTeX source "
               "(pip install jupyter-server-mathjax)", file=sys.stderr)
         return False
     source = Path(jupyter_server_mathjax.__file__).parent / "static"
@@ -168,10 +168,10 @@ def _copy_mathjax(out: Path) -> bool:
 def _prepare_out(out: Path) -> None:
     if out.exists():
         if not (out / MARKER).exists() and any(out.iterdir()):
-            raise SystemExit(f"course_lib.site: {out} exists and is not a course site; refusing to empty it")
+            raise SystemExit(f"course_lib.authoring.site: {out} exists and is not a course site; refusing to empty it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / MARKER).write_text("Built by python -m course_lib.site; emptied on every build.\n")
+    (out / MARKER).write_text("Built by python -m course_lib.authoring.site; emptied on every build.\n")
 
 
 def _index(chapters: list[dict], mathjax: str) -> str:
@@ -227,7 +227,7 @@ def build_site(out: Path | str = ROOT / "build" / "site", notebooks: Path | str 
     out, notebooks, exercises = Path(out), Path(notebooks), Path(exercises)
     found = lessons(notebooks)
     if not found:
-        raise ValueError(f"course_lib.site: no lesson NN_topic.ipynb in {notebooks}")
+        raise ValueError(f"course_lib.authoring.site: no lesson NN_topic.ipynb in {notebooks}")
     _prepare_out(out)
     has_mathjax = _copy_mathjax(out)
     exercise_names = {p.name for p in exercises.glob("*.ipynb")} if exercises.is_dir() else set()

@@ -1,4 +1,4 @@
-"""course_lib.seq2seq_toy: the toy translation task is what its docstring says, and cross-attention learns it."""
+"""course_lib.data.translation: the toy translation task is what its docstring says, and cross-attention learns it."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_lib import seq2seq_toy as toy
-from course_lib.seq2seq_toy import (
+from course_lib.data import translation as toy
+from course_lib.data.translation import (
     ADJECTIVES,
     DETERMINERS,
     INTRANSITIVE_VERBS,

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import torch
 
-from . import _validate as v
-from .masking import padding_mask
+from .. import _validate as v
+from ..masking import padding_mask
 
 __all__ = [
     "PAD",

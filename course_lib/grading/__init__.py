@@ -1,0 +1,75 @@
+"""``course-grade``: grade a class's exercise notebooks in batch, safely.
+
+The package, by job: :mod:`.discovery` (chapters, exercises, submissions), :mod:`.sandbox` (the
+worker processes and the fork server), :mod:`.worker` (the code that runs inside the confined
+process), :mod:`.scoring` (results -> rows, judged here), :mod:`.report` (grades.csv, feedback)
+and :mod:`.cli` (the command line and :func:`grade`).
+
+Usage::
+
+    course-grade SUB... --out DIR [--timeout S] [--memory MB] [--jobs N] [--seed N]
+    make grade SUBMISSIONS=dir [OUT=grades]
+
+``SUB`` is a notebook (the student id is its file name without ``.ipynb``) or a folder. In a
+folder, each notebook is one student's submission (id: file name), and each sub-folder is one
+student (id: folder name) holding one or more notebooks, one per chapter: every notebook gets
+its own row, with a ``notebook`` column (its path from the SUB folder's parent) and a
+``chapter`` column. Hidden files and folders (``.ipynb_checkpoints``) are skipped.
+
+For each notebook the grader
+
+1. reads and validates it with nbformat (else status ``invalid-notebook``) and identifies its
+   chapter: from the metadata that ``make exercises`` writes (``course.generated_from``), else
+   from the file name, else from the exercise functions it defines;
+2. collects the chapter's exercises from the check calls in ``solutions/NN_topic.ipynb``
+   (``check_<name>(...)``) and the check functions themselves, run under
+   :func:`course_lib.checks.core.capture` with the instructor's ``--seed``: a new chapter
+   needs no change here;
+3. runs the notebook's code in a separate process, :mod:`course_lib.grading.worker`, in a fresh
+   temporary directory, with a minimal environment, stdin closed, output capped, a wall-clock
+   timeout (the whole process group is killed), CPU-time, memory and file-size limits, and an
+   audit hook that refuses access to the grader's files; the worker calls each exercise
+   function on the grader's inputs and writes back plain data. The processes are forked by
+   a fork server that imported torch once (:class:`ForkServer`), or started afresh when it is
+   unavailable: the same job, the same files;
+4. judges those results in this process (:func:`course_lib.checks.core.judge`), so nothing
+   the submission patches in its own process can change a score, adds the "written by hand"
+   property where the exercise forbids a ready-made function (read from the cell source),
+   and scores each exercise: points (``course_lib/checks/points.py``) times properties
+   passed over properties.
+
+Output: ``DIR/grades.csv`` (one row per notebook: student, notebook, chapter, status, reason,
+one column per exercise, total, max) and ``DIR/feedback/<student>.md`` (per exercise: each
+property passed or failed with the reason, shapes and dtypes only, and the diagnosis; never the
+reference code or the hidden inputs). Statuses: ``ok``, ``timeout``, ``memory``, ``crash``,
+``invalid-notebook``, ``missing-function``, ``sandbox-violation`` (the code tried something the
+sandbox refused; scores are for what ran) and ``grader-error`` (a bug of the grader on that
+notebook; the rest of the batch is graded). The same inputs and seed give the same files, byte
+for byte. Exit status: 0 when every notebook got a row, 2 for bad command-line input.
+"""
+
+from .cli import grade, main
+from .discovery import Chapter, GradedExercise, Submission, discover_chapters, find_submissions, python_source
+from .report import feedback_text, write_feedback, write_grades
+from .sandbox import ForkServer, Settings, _decode_outcomes, _load_results  # noqa: F401  (tests use the private two)
+from .scoring import ExerciseGrade, Row, grade_exercise, grade_submission
+
+__all__ = [
+    "grade",
+    "main",
+    "Chapter",
+    "GradedExercise",
+    "Submission",
+    "discover_chapters",
+    "find_submissions",
+    "python_source",
+    "feedback_text",
+    "write_feedback",
+    "write_grades",
+    "ForkServer",
+    "Settings",
+    "ExerciseGrade",
+    "Row",
+    "grade_exercise",
+    "grade_submission",
+]

@@ -1,0 +1,28 @@
+"""Pictures of attention: static plots, schematic diagrams and interactive explorers.
+
+- :mod:`.plots`: ``plot_attention`` (one attention matrix) and ``plot_head_grid`` (every layer
+  and head of a model in one picture), drawn with matplotlib; no JavaScript, no network.
+- :mod:`.explorers`: ``softmax_explorer``, ``attention_explorer``, ``positional_explorer``: sliders
+  built on ipywidgets, with a static figure when no widget frontend is present. They import
+  :mod:`.plots`, never the reverse, and are loaded on first use, so importing course_lib does
+  not import ipywidgets.
+
+Taught in: notebooks/01_dot_products.ipynb onwards.
+"""
+
+from __future__ import annotations
+
+from .plots import plot_attention, plot_head_grid
+
+__all__ = ["plot_attention", "plot_head_grid", "softmax_explorer", "attention_explorer", "positional_explorer"]
+
+_EXPLORERS = ("softmax_explorer", "attention_explorer", "positional_explorer")
+
+
+def __getattr__(name: str):
+    """``course_lib.viz.softmax_explorer`` etc.: the explorers, imported on first use."""
+    if name in _EXPLORERS:
+        from . import explorers
+
+        return getattr(explorers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
