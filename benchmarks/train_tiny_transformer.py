@@ -43,7 +43,7 @@ STEPS, BATCH, LR = 300, 64, 3e-3
 
 def build(seed: int, positional: str | None = "sinusoidal") -> Seq2SeqTransformer:
     torch.manual_seed(seed)
-    return Seq2SeqTransformer(len(DATE_SOURCE_VOCAB), len(DATE_TARGET_VOCAB), d_model=64, num_heads=4,
+    return Seq2SeqTransformer(len(DATE_SOURCE_VOCAB), len(DATE_TARGET_VOCAB), embed_dim=64, num_heads=4,
                               num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=128, max_len=16,
                               positional=positional)
 

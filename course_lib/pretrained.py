@@ -53,7 +53,7 @@ __all__ = [
     "TokenizedBatch",
     "WordPieceTokenizer",
     "BertEmbeddings",
-    "EncoderLayer",
+    "PostNormEncoderLayer",
     "BertEncoder",
     "mean_pool",
     "load_minilm",
@@ -292,7 +292,7 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
-class EncoderLayer(nn.Module):
+class PostNormEncoderLayer(nn.Module):
     """One post-LN encoder layer: ``a = LN(x + MHA(x)); out = LN(a + FFN(a))``, FFN = W_2 GELU(W_1 a).
 
     "Post-LN" (BERT, the original Transformer) normalises *after* each residual sum; GPT-2 and
@@ -356,7 +356,7 @@ class BertEncoder(nn.Module):
         (active in training mode only; :func:`load_minilm` returns the model in eval mode).
         tokenizer: optional :class:`WordPieceTokenizer` used by :meth:`encode`.
     Attributes:
-        embeddings (BertEmbeddings), layers (nn.ModuleList of EncoderLayer), tokenizer, and the
+        embeddings (BertEmbeddings), layers (nn.ModuleList of PostNormEncoderLayer), tokenizer, and the
         sizes above.
     Shape:
         input_ids (B, T) -> EncoderOutput: hidden_states N + 1 x (B, T, D), attentions
@@ -377,7 +377,7 @@ class BertEncoder(nn.Module):
         self.ffn_dim, self.max_positions, self.type_vocab_size = ffn_dim, max_positions, type_vocab_size
         self.embeddings = BertEmbeddings(vocab_size, type_vocab_size, max_positions, embed_dim, eps, dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(embed_dim, num_heads, ffn_dim, eps, dropout, attention_dropout) for _ in range(num_layers)
+            PostNormEncoderLayer(embed_dim, num_heads, ffn_dim, eps, dropout, attention_dropout) for _ in range(num_layers)
         )
         self.tokenizer = tokenizer
 

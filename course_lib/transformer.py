@@ -11,7 +11,8 @@ the wiring of Vaswani et al. (2017, sec. 3.1 and fig. 1) around them:
   *memory*), then the feed-forward network; three residual connections, three LayerNorms.
 - :class:`Encoder`, :class:`Decoder`: stacks of layers (with a final LayerNorm when pre-LN).
 - :class:`Seq2SeqTransformer`: token embeddings + positions, an Encoder, a Decoder, a readout.
-- :func:`shift_right`, :func:`teacher_forcing_loss`, :func:`greedy_decode`: training and inference.
+- :func:`shift_right`, :func:`teacher_forcing_loss`, :func:`train_seq2seq`,
+  :func:`teacher_forced_exact_match`, :func:`greedy_decode`: training and inference.
 - :func:`alignment_weight`, :func:`find_alignment_head`: how much cross-attention weight lies
   on a known alignment.
 
@@ -30,7 +31,7 @@ mask is True for real tokens. ``from_torch`` converts PyTorch's layers (same wei
 numbers); tests/test_transformer.py checks the outputs to 1e-5 in float32.
 
 Shapes: B batch, H heads, S source (encoder) length, L target (decoder) length, D model size
-(``d_model``), F feed-forward size (``dim_feedforward``), V vocabulary size.
+(``embed_dim``), F feed-forward size (``dim_feedforward``), V vocabulary size.
 
 Taught in: notebooks/08_tiny_transformer.ipynb.
 Source: Vaswani et al. 2017, "Attention Is All You Need", sec. 3.1-3.4 and fig. 1; pre-LN:
@@ -60,6 +61,8 @@ __all__ = [
     "Seq2SeqTransformer",
     "shift_right",
     "teacher_forcing_loss",
+    "teacher_forced_exact_match",
+    "train_seq2seq",
     "greedy_decode",
     "alignment_matrix",
     "alignment_weight",
@@ -105,11 +108,11 @@ def _eps(value, fn: str) -> float:
     return float(value)
 
 
-def _check_sequence(x, name: str, d_model: int, length: str, fn: str) -> None:
+def _check_sequence(x, name: str, embed_dim: int, length: str, fn: str) -> None:
     v.tensor(x, name, fn, floating=True)
-    if x.dim() != 3 or x.shape[-1] != d_model:
+    if x.dim() != 3 or x.shape[-1] != embed_dim:
         raise ValueError(
-            f"{fn}: {name} must be (B, {length}, d_model) = (B, {length}, {d_model}) (batch first), "
+            f"{fn}: {name} must be (B, {length}, embed_dim) = (B, {length}, {embed_dim}) (batch first), "
             f"got shape {v.shape_str(x)}"
         )
 
@@ -154,7 +157,7 @@ class FeedForward(nn.Module):
     a nonlinearity, and projects back to D.
 
     Args:
-        d_model: model size D.
+        embed_dim: model size D.
         dim_feedforward: hidden size F (the paper uses F = 4 D: 2048 for D = 512).
         activation: "relu" (the paper), "gelu" (BERT, GPT-2) or a callable.
         dropout: dropout probability after the activation (training mode only).
@@ -168,15 +171,15 @@ class FeedForward(nn.Module):
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3.3, eq. 2.
     """
 
-    def __init__(self, d_model: int, dim_feedforward: int, activation="relu", dropout: float = 0.0,
+    def __init__(self, embed_dim: int, dim_feedforward: int, activation="relu", dropout: float = 0.0,
                  bias: bool = True) -> None:
         super().__init__()
         fn = "FeedForward"
-        d_model = v.positive_int(d_model, "d_model", fn)
+        embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
         dim_feedforward = v.positive_int(dim_feedforward, "dim_feedforward", fn)
         self.activation_name, self.activation = _activation(activation, fn)
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.linear1 = nn.Linear(embed_dim, dim_feedforward, bias=bias)
+        self.linear2 = nn.Linear(dim_feedforward, embed_dim, bias=bias)
         self.dropout = nn.Dropout(_dropout(dropout, fn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +209,7 @@ class EncoderLayer(nn.Module):
     the same layer is a GPT (decoder-only) block.
 
     Args:
-        d_model: model size D.
+        embed_dim: model size D.
         num_heads: heads H of the self-attention; must divide D.
         dim_feedforward: hidden size F of the feed-forward network (default 4 D).
         dropout: dropout on the attention weights, after the activation and on each sub-layer's
@@ -217,7 +220,7 @@ class EncoderLayer(nn.Module):
         bias: if True, the linear layers and LayerNorms have biases.
     Attributes:
         self_attention (MultiHeadAttention), feed_forward (FeedForward), norm1, norm2
-        (nn.LayerNorm), dropout1, dropout2, norm_first, d_model, num_heads.
+        (nn.LayerNorm), dropout1, dropout2, norm_first, embed_dim, num_heads.
     Shape:
         src (B, S, D) -> (B, S, D); weights (B, H, S, S).
     Raises:
@@ -226,21 +229,21 @@ class EncoderLayer(nn.Module):
     Source: Vaswani et al. 2017, sec. 3.1 (encoder) and 5.4 (residual dropout); pre-LN: Xiong et al. 2020.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int | None = None, dropout: float = 0.0,
+    def __init__(self, embed_dim: int, num_heads: int, dim_feedforward: int | None = None, dropout: float = 0.0,
                  activation="relu", norm_first: bool = True, layer_norm_eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
         fn = "EncoderLayer"
-        d_model = v.positive_int(d_model, "d_model", fn)
-        dim_feedforward = 4 * d_model if dim_feedforward is None else v.positive_int(dim_feedforward, "dim_feedforward", fn)
+        embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
+        dim_feedforward = 4 * embed_dim if dim_feedforward is None else v.positive_int(dim_feedforward, "dim_feedforward", fn)
         dropout = _dropout(dropout, fn)
         self.norm_first = _bool(norm_first, "norm_first", fn)
         eps = _eps(layer_norm_eps, fn)
-        self.d_model = d_model
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.embed_dim = embed_dim
+        self.self_attention = MultiHeadAttention(embed_dim, num_heads, dropout=dropout, bias=bias)
         self.num_heads = self.self_attention.num_heads
-        self.feed_forward = FeedForward(d_model, dim_feedforward, activation, dropout, bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=eps, bias=bias)
-        self.norm2 = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.feed_forward = FeedForward(embed_dim, dim_feedforward, activation, dropout, bias)
+        self.norm1 = nn.LayerNorm(embed_dim, eps=eps, bias=bias)
+        self.norm2 = nn.LayerNorm(embed_dim, eps=eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
@@ -269,7 +272,7 @@ class EncoderLayer(nn.Module):
         Raises:
             TypeError / ValueError: if src is not a float (B, S, D) tensor or a mask does not fit.
         """
-        _check_sequence(src, "src", self.d_model, "S", "EncoderLayer.forward")
+        _check_sequence(src, "src", self.embed_dim, "S", "EncoderLayer.forward")
         x = src
         if self.norm_first:
             attended, weights = self._self_attention_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -337,13 +340,13 @@ class DecoderLayer(nn.Module):
     source is known; it only hides the source's padding (``memory_key_padding_mask``).
 
     Args:
-        d_model: model size D (of the decoder and of the memory).
+        embed_dim: model size D (of the decoder and of the memory).
         num_heads: heads H of both attentions; must divide D.
         dim_feedforward: hidden size F (default 4 D).
         dropout, activation, norm_first, layer_norm_eps, bias: as :class:`EncoderLayer`.
     Attributes:
         self_attention, cross_attention (MultiHeadAttention), feed_forward (FeedForward),
-        norm1, norm2, norm3 (nn.LayerNorm), dropout1..3, norm_first, d_model, num_heads.
+        norm1, norm2, norm3 (nn.LayerNorm), dropout1..3, norm_first, embed_dim, num_heads.
     Shape:
         tgt (B, L, D), memory (B, S, D) -> (B, L, D); self weights (B, H, L, L), cross weights
         (B, H, L, S).
@@ -353,23 +356,23 @@ class DecoderLayer(nn.Module):
     Source: Vaswani et al. 2017, sec. 3.1 (decoder) and 3.2.3; pre-LN: Xiong et al. 2020.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int | None = None, dropout: float = 0.0,
+    def __init__(self, embed_dim: int, num_heads: int, dim_feedforward: int | None = None, dropout: float = 0.0,
                  activation="relu", norm_first: bool = True, layer_norm_eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
         fn = "DecoderLayer"
-        d_model = v.positive_int(d_model, "d_model", fn)
-        dim_feedforward = 4 * d_model if dim_feedforward is None else v.positive_int(dim_feedforward, "dim_feedforward", fn)
+        embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
+        dim_feedforward = 4 * embed_dim if dim_feedforward is None else v.positive_int(dim_feedforward, "dim_feedforward", fn)
         dropout = _dropout(dropout, fn)
         self.norm_first = _bool(norm_first, "norm_first", fn)
         eps = _eps(layer_norm_eps, fn)
-        self.d_model = d_model
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.cross_attention = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.embed_dim = embed_dim
+        self.self_attention = MultiHeadAttention(embed_dim, num_heads, dropout=dropout, bias=bias)
+        self.cross_attention = MultiHeadAttention(embed_dim, num_heads, dropout=dropout, bias=bias)
         self.num_heads = self.self_attention.num_heads
-        self.feed_forward = FeedForward(d_model, dim_feedforward, activation, dropout, bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=eps, bias=bias)
-        self.norm2 = nn.LayerNorm(d_model, eps=eps, bias=bias)
-        self.norm3 = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.feed_forward = FeedForward(embed_dim, dim_feedforward, activation, dropout, bias)
+        self.norm1 = nn.LayerNorm(embed_dim, eps=eps, bias=bias)
+        self.norm2 = nn.LayerNorm(embed_dim, eps=eps, bias=bias)
+        self.norm3 = nn.LayerNorm(embed_dim, eps=eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
@@ -403,8 +406,8 @@ class DecoderLayer(nn.Module):
                 sizes differ, or a mask does not fit.
         """
         fn = "DecoderLayer.forward"
-        _check_sequence(tgt, "tgt", self.d_model, "L", fn)
-        _check_sequence(memory, "memory", self.d_model, "S", fn)
+        _check_sequence(tgt, "tgt", self.embed_dim, "L", fn)
+        _check_sequence(memory, "memory", self.embed_dim, "S", fn)
         if tgt.shape[0] != memory.shape[0]:
             raise ValueError(f"{fn}: tgt {v.shape_str(tgt)} and memory {v.shape_str(memory)} must share the batch size B")
         x = tgt
@@ -484,7 +487,7 @@ class Encoder(nn.Module):
 
     Args:
         num_layers: number of layers N.
-        d_model, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps,
+        embed_dim, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps,
             bias: as :class:`EncoderLayer`, for every layer.
     Attributes:
         layers (nn.ModuleList of EncoderLayer); final_norm (nn.LayerNorm, or None when post-LN:
@@ -496,16 +499,16 @@ class Encoder(nn.Module):
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3.1.
     """
 
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, dim_feedforward: int | None = None,
+    def __init__(self, num_layers: int, embed_dim: int, num_heads: int, dim_feedforward: int | None = None,
                  dropout: float = 0.0, activation="relu", norm_first: bool = True, layer_norm_eps: float = 1e-5,
                  bias: bool = True) -> None:
         super().__init__()
         num_layers = v.positive_int(num_layers, "num_layers", "Encoder")
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps, bias)
+            EncoderLayer(embed_dim, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps, bias)
             for _ in range(num_layers)
         )
-        self.final_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if norm_first else None
+        self.final_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                 src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False):
@@ -533,7 +536,7 @@ class Decoder(nn.Module):
 
     Args:
         num_layers: number of layers N.
-        d_model, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps,
+        embed_dim, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps,
             bias: as :class:`DecoderLayer`, for every layer.
     Attributes:
         layers (nn.ModuleList of DecoderLayer); final_norm (nn.LayerNorm or None).
@@ -545,16 +548,16 @@ class Decoder(nn.Module):
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3.1.
     """
 
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, dim_feedforward: int | None = None,
+    def __init__(self, num_layers: int, embed_dim: int, num_heads: int, dim_feedforward: int | None = None,
                  dropout: float = 0.0, activation="relu", norm_first: bool = True, layer_norm_eps: float = 1e-5,
                  bias: bool = True) -> None:
         super().__init__()
         num_layers = v.positive_int(num_layers, "num_layers", "Decoder")
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps, bias)
+            DecoderLayer(embed_dim, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps, bias)
             for _ in range(num_layers)
         )
-        self.final_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if norm_first else None
+        self.final_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
 
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, tgt_key_padding_mask: torch.Tensor | None = None,
@@ -620,14 +623,14 @@ class Seq2SeqTransformer(nn.Module):
 
     Args:
         src_vocab_size, tgt_vocab_size: vocabulary sizes (ids 0 .. V-1).
-        d_model: model size D.  num_heads: H.  num_encoder_layers, num_decoder_layers: N_enc, N_dec.
+        embed_dim: model size D.  num_heads: H.  num_encoder_layers, num_decoder_layers: N_enc, N_dec.
         dim_feedforward: F (default 4 D).  dropout: for the layers and after the embeddings.
         activation, norm_first, layer_norm_eps, bias: as :class:`EncoderLayer`.
         max_len: the longest sequence (source or target) the positions cover.
         positional: "sinusoidal" (default), "learned" or None.
     Attributes:
         src_embedding, tgt_embedding (nn.Embedding), encoder (Encoder), decoder (Decoder),
-        readout (nn.Linear(D, V_tgt)), positional, max_len, d_model.
+        readout (nn.Linear(D, V_tgt)), positional, max_len, embed_dim.
     Shape:
         src (B, S) long, tgt_in (B, L) long -> logits (B, L, V_tgt).
     Raises:
@@ -635,7 +638,7 @@ class Seq2SeqTransformer(nn.Module):
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3 and fig. 1.
     """
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 64, num_heads: int = 4,
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 64, num_heads: int = 4,
                  num_encoder_layers: int = 2, num_decoder_layers: int = 2, dim_feedforward: int | None = None,
                  dropout: float = 0.0, activation="relu", norm_first: bool = True, layer_norm_eps: float = 1e-5,
                  bias: bool = True, max_len: int = 64, positional: str | None = "sinusoidal") -> None:
@@ -643,24 +646,24 @@ class Seq2SeqTransformer(nn.Module):
         fn = "Seq2SeqTransformer"
         src_vocab_size = v.positive_int(src_vocab_size, "src_vocab_size", fn)
         tgt_vocab_size = v.positive_int(tgt_vocab_size, "tgt_vocab_size", fn)
-        self.d_model = v.positive_int(d_model, "d_model", fn)
+        self.embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
         self.max_len = v.positive_int(max_len, "max_len", fn)
         if positional not in _POSITIONAL:
             raise ValueError(f"{fn}: positional must be 'sinusoidal', 'learned' or None, got {positional!r}")
         self.positional = positional
-        self.src_embedding = nn.Embedding(src_vocab_size, d_model)
-        self.tgt_embedding = nn.Embedding(tgt_vocab_size, d_model)
+        self.src_embedding = nn.Embedding(src_vocab_size, embed_dim)
+        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embed_dim)
         if positional == "sinusoidal":
-            self.register_buffer("position_table", sinusoidal_encoding(self.max_len, d_model), persistent=False)
+            self.register_buffer("position_table", sinusoidal_encoding(self.max_len, embed_dim), persistent=False)
         elif positional == "learned":
-            self.src_positions = LearnedPositionalEmbedding(self.max_len, d_model)
-            self.tgt_positions = LearnedPositionalEmbedding(self.max_len, d_model)
+            self.src_positions = LearnedPositionalEmbedding(self.max_len, embed_dim)
+            self.tgt_positions = LearnedPositionalEmbedding(self.max_len, embed_dim)
         self.embedding_dropout = nn.Dropout(_dropout(dropout, fn))
         options = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
                        norm_first=norm_first, layer_norm_eps=layer_norm_eps, bias=bias)
-        self.encoder = Encoder(num_encoder_layers, d_model, num_heads, **options)
-        self.decoder = Decoder(num_decoder_layers, d_model, num_heads, **options)
-        self.readout = nn.Linear(d_model, tgt_vocab_size, bias=bias)
+        self.encoder = Encoder(num_encoder_layers, embed_dim, num_heads, **options)
+        self.decoder = Decoder(num_decoder_layers, embed_dim, num_heads, **options)
+        self.readout = nn.Linear(embed_dim, tgt_vocab_size, bias=bias)
 
     def extra_repr(self) -> str:
         return f"positional={self.positional!r}, max_len={self.max_len}"
@@ -801,6 +804,101 @@ def teacher_forcing_loss(model: Seq2SeqTransformer, src: torch.Tensor, tgt: torc
     logits = model(src, shift_right(tgt, bos_id), src_key_padding_mask=src_key_padding_mask)  # (B, L, V)
     ignore = -100 if pad_id is None else pad_id
     return F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=ignore)  # (B*L, V), (B*L,) -> ()
+
+
+@torch.no_grad()
+def teacher_forced_exact_match(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, bos_id: int,
+                               src_key_padding_mask: torch.Tensor | None = None) -> float:
+    """Fraction of sequences whose every target token is the argmax, given the right tokens before it.
+
+    A cheap validation score during training: one teacher-forced forward pass, no decoding. The
+    model is put in eval mode for the pass and back in its previous mode afterwards.
+
+    Args:
+        model: a :class:`Seq2SeqTransformer` (anything with the same ``forward``).
+        src: long (B, S) source ids.  tgt: long (B, L) target ids (no start token).
+        bos_id: the start-of-sequence id.
+        src_key_padding_mask: optional bool (B, S), True for real source tokens.
+    Returns:
+        a float in [0, 1] (read on the host: this is an evaluation, not a forward pass).
+    Shape:
+        src (B, S), tgt (B, L) -> a Python float
+    Taught in: notebooks/08_tiny_transformer.ipynb.
+    """
+    was_training = model.training
+    model.eval()
+    logits = model(src, shift_right(tgt, bos_id), src_key_padding_mask=src_key_padding_mask)  # (B, L, V)
+    model.train(was_training)
+    return (logits.argmax(-1) == tgt).all(dim=1).float().mean().item()  # every token of a sequence right
+
+
+def train_seq2seq(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, bos_id: int, steps: int, *,
+                  src_key_padding_mask: torch.Tensor | None = None, batch_size: int = 64, lr: float = 3e-3,
+                  seed: int = 0, evaluate: Callable[[nn.Module], float] | None = None, eval_every: int = 25,
+                  desc: str = "training", progress: bool = True) -> dict[str, list]:
+    """Train a sequence-to-sequence model with teacher forcing: Adam, a linear decay to 0, random batches.
+
+    Each step draws ``batch_size`` random rows (with a generator seeded by ``seed``, so the order
+    of batches is reproducible), computes :func:`teacher_forcing_loss`, and takes one Adam step.
+    ``evaluate(model)`` (e.g. :func:`teacher_forced_exact_match` on a validation set) runs before
+    training and every ``eval_every`` steps, in eval mode and without gradients. The model ends in
+    eval mode.
+
+    Args:
+        model: a :class:`Seq2SeqTransformer` (anything with the same ``forward``).
+        src: long (N, S) training sources.  tgt: long (N, L) training targets.
+        bos_id: the start-of-sequence id.
+        steps: number of optimisation steps (a positive int).
+        src_key_padding_mask: optional bool (N, S), True for real source tokens.
+        batch_size: rows per step.  lr: Adam's learning rate at step 0.  seed: the batch order.
+        evaluate: optional callable model -> float.  eval_every: steps between evaluations.
+        desc: the progress bar's label.  progress: show a tqdm progress bar.
+    Returns:
+        history: ``{"step", "loss", "val_step", "val_exact"}``, lists of Python numbers (the last
+        two only when ``evaluate`` is given).
+    Raises:
+        ValueError: if steps, batch_size or eval_every is not a positive int, or src and tgt
+            disagree on N.
+    Taught in: notebooks/08_tiny_transformer.ipynb.
+    """
+    from tqdm import tqdm
+
+    fn = "train_seq2seq"
+    steps = v.positive_int(steps, "steps", fn)
+    batch_size = v.positive_int(batch_size, "batch_size", fn)
+    eval_every = v.positive_int(eval_every, "eval_every", fn)
+    if src.shape[0] != tgt.shape[0]:
+        raise ValueError(f"{fn}: src (N, S) and tgt (N, L) must have the same N, got {v.shape_str(src)} and "
+                         f"{v.shape_str(tgt)}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)  # linear decay to 0
+    g = torch.Generator().manual_seed(seed)  # the order of the batches
+    history: dict[str, list] = {"step": [], "loss": []}
+
+    def score() -> float:
+        model.eval()  # dropout off while evaluating
+        with torch.no_grad():
+            return evaluate(model)
+
+    if evaluate is not None:
+        history["val_step"], history["val_exact"] = [0], [score()]
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc=desc, mininterval=1.0, disable=not progress):
+        rows = torch.randint(src.shape[0], (batch_size,), generator=g).to(src.device)  # (batch,)
+        mask = None if src_key_padding_mask is None else src_key_padding_mask[rows]
+        loss = teacher_forcing_loss(model, src[rows], tgt[rows], bos_id, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        if evaluate is not None and step % eval_every == 0:
+            history["val_step"].append(step)
+            history["val_exact"].append(score())
+            model.train()
+    model.eval()
+    return history
 
 
 @torch.no_grad()

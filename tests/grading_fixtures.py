@@ -122,9 +122,9 @@ BUGGY = [
     ("05", "split_heads", "B, T, D = x.shape\nreturn x.view(B, num_heads, T, D // num_heads)", "split_without_transpose"),
     ("07", "sinusoidal_encoding", """
         pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
-        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)[None, :]
-        angle = pos / 10000.0 ** (two_i / d_model)
-        pe = torch.zeros(num_positions, d_model, dtype=torch.float64)
+        two_i = torch.arange(0, embed_dim, 2, dtype=torch.float64)[None, :]
+        angle = pos / 10000.0 ** (two_i / embed_dim)
+        pe = torch.zeros(num_positions, embed_dim, dtype=torch.float64)
         pe[:, 0::2] = torch.cos(angle)
         pe[:, 1::2] = torch.sin(angle)
         return pe.float()""", "sin_cos_swapped"),

@@ -49,21 +49,6 @@ GOOD = [
 ]
 
 
-@pytest.mark.parametrize("check, fn", GOOD, ids=[c.__name__ for c, _ in GOOD])
-def test_right_answers_pass(check, fn, capsys):
-    report = check(fn)
-    assert report.status == "passed" and report.score == 1.0 and report.total >= 3
-    assert report.diagnoses == []
-    assert "all properties passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
-def test_unfilled_exercise_says_not_implemented_and_does_not_raise(check, capsys):
-    report = check(not_implemented)
-    assert report.status == "not implemented" and report.score == 0.0
-    assert "not implemented yet" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
 def test_other_seeds_still_pass_right_answers(check):
     fn = dict(GOOD)[check]
@@ -123,16 +108,6 @@ BUGGY = [
     (checks.check_alignment_accuracy, lambda w, a: w.gather(-1, a[:, None]).mean(), "mean_weight_instead_of_accuracy"),
     (checks.check_alignment_accuracy, lambda w, a: (w.argmax(-1) == a).sum().to(w.dtype), "count_instead_of_fraction"),
 ]
-
-
-@pytest.mark.filterwarnings("ignore:The use of `x.T`")
-@pytest.mark.parametrize("check, fn, key", BUGGY, ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k) in enumerate(BUGGY)])
-def test_each_mistake_gets_its_own_diagnosis(check, fn, key, capsys):
-    report = check(fn)
-    assert report.status == "failed" and report.score < 1.0
-    assert report.diagnoses == [key], f"expected only {key}, got {report.diagnoses}"
-    out = capsys.readouterr().out
-    assert "Diagnosis:" in out and "FAIL" in out
 
 
 def test_a_crash_only_when_lengths_differ_is_explained(capsys):

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from course_lib import checks
@@ -55,21 +54,6 @@ GOOD = [
     (checks.check_tiled_attention, good_tiled_attention),
     (checks.check_kv_cache_step, good_kv_cache_step),
 ]
-
-
-@pytest.mark.parametrize("check, fn", GOOD, ids=[c.__name__ for c, _ in GOOD])
-def test_right_answers_pass(check, fn, capsys):
-    report = check(fn)
-    assert report.status == "passed" and report.score == 1.0 and report.total >= 3
-    assert report.diagnoses == []
-    assert "all properties passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
-def test_unfilled_exercise_says_not_implemented_and_does_not_raise(check, capsys):
-    report = check(not_implemented)
-    assert report.status == "not implemented" and report.score == 0.0
-    assert "not implemented yet" in capsys.readouterr().out
 
 
 def test_the_right_answers_also_pass_with_another_seed():
@@ -200,15 +184,6 @@ BUGGY = [
     (checks.check_kv_cache_step, make_step(prepend=True), "new_token_prepended"),
     (checks.check_kv_cache_step, make_step(no_scale=True), "no_scale"),
 ]
-
-
-@pytest.mark.parametrize("check, fn, key", BUGGY, ids=[f"{c.__name__}-{i}-{k}" for i, (c, _, k) in enumerate(BUGGY)])
-def test_each_mistake_gets_its_own_diagnosis(check, fn, key, capsys):
-    report = check(fn)
-    assert report.status == "failed" and report.score < 1.0
-    assert report.diagnoses == [key], f"expected only {key}, got {report.diagnoses}"
-    out = capsys.readouterr().out
-    assert "Diagnosis:" in out and "FAIL" in out
 
 
 def test_wrong_dim_shows_the_error_and_names_dim_minus_2(capsys):

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from course_lib import checks
@@ -40,21 +39,6 @@ GOOD = [
     (checks.check_merge_heads, good_merge_heads),
     (checks.check_multi_head_attention, good_multi_head_attention),
 ]
-
-
-@pytest.mark.parametrize("check, fn", GOOD, ids=[c.__name__ for c, _ in GOOD])
-def test_right_answers_pass(check, fn, capsys):
-    report = check(fn)
-    assert report.status == "passed" and report.score == 1.0 and report.total >= 3
-    assert report.diagnoses == []
-    assert "all properties passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("check", [c for c, _ in GOOD], ids=[c.__name__ for c, _ in GOOD])
-def test_unfilled_exercise_says_not_implemented_and_does_not_raise(check, capsys):
-    report = check(not_implemented)
-    assert report.status == "not implemented" and report.score == 0.0
-    assert "not implemented yet" in capsys.readouterr().out
 
 
 def test_checks_are_exported():
@@ -136,15 +120,6 @@ BUGGY = [
     (checks.check_multi_head_attention, mha(out_proj=False), "output_projection_forgotten"),
     (checks.check_multi_head_attention, mha(transpose_weights=True), "weights_transposed"),
 ]
-
-
-@pytest.mark.parametrize("check, fn, key", BUGGY, ids=[f"{c.__name__}-{k}" for c, _, k in BUGGY])
-def test_each_mistake_gets_its_own_diagnosis(check, fn, key, capsys):
-    report = check(fn)
-    assert report.status == "failed" and report.score < 1.0
-    assert report.diagnoses == [key], f"expected only {key}, got {report.diagnoses}"
-    out = capsys.readouterr().out
-    assert "Diagnosis:" in out and "FAIL" in out
 
 
 def test_split_without_transpose_message_says_tokens_are_mixed(capsys):

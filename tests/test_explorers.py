@@ -364,7 +364,7 @@ def _np_table(P, D, base):
 
 @pytest.mark.parametrize("D, base, P, p", [(64, 10000.0, 128, 0), (16, 100.0, 40, 17), (8, 10.0, 12, 11)])
 def test_positional_explorer_numbers_match_the_formula(D, base, P, p):
-    explorer = positional_explorer(d_model=D, base=base, num_positions=P, position=p)
+    explorer = positional_explorer(embed_dim=D, base=base, num_positions=P, position=p)
     r = explorer.result
     table, omega = _np_table(P, D, base)
     np.testing.assert_allclose(r["pe"].numpy(), table, atol=1e-9)
@@ -387,9 +387,9 @@ def test_positional_explorer_shows_chapter_07s_numbers():
 
 
 def test_positional_explorer_controls_change_the_figure():
-    explorer = positional_explorer(d_model=16, num_positions=64)
+    explorer = positional_explorer(embed_dim=16, num_positions=64)
     seen = {_bytes(explorer)}
-    for name, value in [("d_model", 32), ("base", 100.0), ("num_positions", 32), ("position", 20)]:
+    for name, value in [("embed_dim", 32), ("base", 100.0), ("num_positions", 32), ("position", 20)]:
         explorer.controls[name].value = value
         assert explorer.error is None
         seen.add(_bytes(explorer))
@@ -400,7 +400,7 @@ def test_positional_explorer_controls_change_the_figure():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(d_model=7), "d_model"), (dict(d_model=0), "d_model"), (dict(base=1.0), "base"),
+    (dict(embed_dim=7), "embed_dim"), (dict(embed_dim=0), "embed_dim"), (dict(base=1.0), "base"),
     (dict(base="big"), "base"), (dict(num_positions=1), "num_positions"),
     (dict(num_positions=16, position=16), "position"), (dict(position=-1), "position"),
 ])

@@ -1,4 +1,4 @@
-"""The project's own wiring: dependency lists agree, CI runs the README's command, torch 2.13.0 fits."""
+"""The project's own wiring: dependency lists agree, CI runs the README's command, the pinned torch fits."""
 
 import re
 import tomllib
@@ -43,10 +43,19 @@ def test_environment_yml_and_pyproject_agree():
     assert pip_section == ["-e ."]  # installs course_lib itself, and with it the PIP_ONLY packages
 
 
-def test_torch_range_accepts_the_ci_build():
-    torch_spec = _pyproject_requirements()["torch"]
-    assert Version("2.13.0") in torch_spec
-    assert "2.13.0" in (ROOT / ".ci" / "run").read_text()
+def _pinned_torch() -> str:
+    """The torch version pinned in the one place that pins it: the Makefile's TORCH default."""
+    match = re.search(r"^TORCH\s*\?=\s*torch==(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    assert match, "the Makefile must pin TORCH ?= torch==X.Y.Z"
+    return match.group(1)
+
+
+def test_torch_range_accepts_the_pinned_build():
+    pinned = _pinned_torch()
+    assert Version(pinned) in _pyproject_requirements()["torch"]
+    assert f"torch=={pinned}" in (ROOT / "README.md").read_text()  # the README tells the same pin
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "torch==" not in ci  # CI installs through `make test`, so the pin has one home
 
 
 def test_ci_runs_the_readme_test_command():

@@ -225,7 +225,7 @@ def test_decoder_layer_is_causal_on_the_target_and_not_on_the_source():
 
 def small_model(positional="sinusoidal", seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = Seq2SeqTransformer(11, 9, d_model=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
+    model = Seq2SeqTransformer(11, 9, embed_dim=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
                                dim_feedforward=32, max_len=12, positional=positional, **kwargs)
     return randomize(model, seed, scale=2.0, fan_in_scaled=True).eval()
 
@@ -353,3 +353,62 @@ BAD = [
 def test_bad_inputs_name_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()
+
+
+def _copy_task(n=64, length=5, vocab=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(1, vocab, (n, length), generator=g)  # (N, S): ids 1..vocab-1, 0 is BOS
+    return src, src.clone()
+
+
+def _tiny_model(vocab=7, seed=0):
+    torch.manual_seed(seed)
+    return Seq2SeqTransformer(vocab, vocab, embed_dim=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+                              dim_feedforward=32, max_len=8)
+
+
+def test_train_seq2seq_learns_and_is_reproducible():
+    from course_lib.transformer import teacher_forced_exact_match, train_seq2seq
+
+    src, tgt = _copy_task()
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.training)
+        return teacher_forced_exact_match(model, src, tgt, 0)
+
+    model = _tiny_model()
+    history = train_seq2seq(model, src, tgt, 0, 40, batch_size=16, lr=1e-2, evaluate=evaluate, eval_every=10,
+                            progress=False)
+    assert history["step"] == list(range(1, 41)) and len(history["loss"]) == 40
+    assert history["val_step"] == [0, 10, 20, 30, 40] and calls == [False] * 5  # evaluated in eval mode
+    assert sum(history["loss"][-5:]) < 0.8 * sum(history["loss"][:5])  # it learns
+    assert not model.training  # ends in eval mode
+    again = train_seq2seq(_tiny_model(), src, tgt, 0, 40, batch_size=16, lr=1e-2, progress=False)
+    assert again["loss"] == history["loss"]  # the same seed gives the same batches and losses
+    assert 0.0 <= history["val_exact"][-1] <= 1.0
+
+
+def test_teacher_forced_exact_match_counts_whole_sequences_and_restores_the_mode():
+    from course_lib.transformer import teacher_forced_exact_match
+
+    src, tgt = _copy_task(n=8)
+    model = _tiny_model()
+    model.train()
+    score = teacher_forced_exact_match(model, src, tgt, 0)
+    with torch.no_grad():
+        model.eval()
+        logits = model(src, shift_right(tgt, 0))  # (N, L, V)
+        model.train()
+    expected = (logits.argmax(-1) == tgt).all(dim=1).float().mean().item()
+    assert score == expected and model.training
+
+
+def test_train_seq2seq_names_bad_arguments():
+    from course_lib.transformer import train_seq2seq
+
+    src, tgt = _copy_task(n=4)
+    with pytest.raises(ValueError, match="steps"):
+        train_seq2seq(_tiny_model(), src, tgt, 0, 0, progress=False)
+    with pytest.raises(ValueError, match="same N"):
+        train_seq2seq(_tiny_model(), src, tgt[:2], 0, 3, progress=False)

@@ -123,7 +123,7 @@ def _translator(seed=0, **kw):
 
 def test_translator_is_cross_attention_written_out():
     """Queries from target positions, keys from words + positions, values from words, pads masked."""
-    model = _translator(d_model=8, num_heads=1).double()
+    model = _translator(embed_dim=8, num_heads=1).double()
     batch = make_batch(5, generator=torch.Generator().manual_seed(1))
     logits, weights = model(batch.src, batch.src_lengths, need_weights=True)
     B, S = batch.src.shape
@@ -196,7 +196,7 @@ def test_cross_attention_learns_the_alignment_quickly():
         (lambda: make_batch(1, sentences=[[]]), ValueError, "sentences"),
         (lambda: alignment_matrix(torch.tensor([0.0, 1.0])), TypeError, "alignment"),
         (lambda: alignment_matrix(torch.tensor([0, 5]), S=3), ValueError, "alignment"),
-        (lambda: CrossAttentionTranslator(d_model=0), ValueError, "d_model"),
+        (lambda: CrossAttentionTranslator(embed_dim=0), ValueError, "embed_dim"),
         (lambda: _translator()(torch.zeros(2, 3), torch.tensor([3, 3])), ValueError, "src"),
         (lambda: _translator()(torch.zeros(2, 9, dtype=torch.long), torch.tensor([9, 9])), ValueError, "max_len"),
         (lambda: _translator()(torch.zeros(2, 3, dtype=torch.long), torch.tensor([3])), ValueError, "src_lengths"),

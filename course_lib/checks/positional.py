@@ -42,8 +42,8 @@ def _compare(keep_dtype: bool):
 def _sinusoidal_variant(*, swap=False, exponent="2i", transpose=False):
     """A wrong (or right) sinusoidal table: which function on which column, which frequency exponent."""
 
-    def fn(num_positions, d_model):
-        P, D = num_positions, d_model
+    def fn(num_positions, embed_dim):
+        P, D = num_positions, embed_dim
         pos = torch.arange(P, dtype=torch.float64)[:, None]  # (P, 1)
         pair = torch.arange(D // 2, dtype=torch.float64)[None, :]  # (1, D/2): i
         power = {"2i": 2 * pair / D, "i": pair / D}[exponent]
@@ -55,24 +55,24 @@ def _sinusoidal_variant(*, swap=False, exponent="2i", transpose=False):
     return fn
 
 
-def _sinusoidal_odd_frequency(num_positions, d_model):
+def _sinusoidal_odd_frequency(num_positions, embed_dim):
     """Frequency from the column index j (base^(j/D)) instead of the pair index: cos columns off by one step."""
     pos = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
-    col = torch.arange(d_model, dtype=torch.float64)[None, :]  # (1, D): j
-    angle = pos / 10000.0 ** (col / d_model)  # (P, D), cos columns use (2i+1)/D
+    col = torch.arange(embed_dim, dtype=torch.float64)[None, :]  # (1, D): j
+    angle = pos / 10000.0 ** (col / embed_dim)  # (P, D), cos columns use (2i+1)/D
     pe = torch.where(col.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
     return pe.float()
 
 
 def check_sinusoidal_encoding(fn: Callable, seed: int = 0) -> CheckReport:
-    """Check ``sinusoidal_encoding(num_positions, d_model)`` -> (P, D), even D, float32.
+    """Check ``sinusoidal_encoding(num_positions, embed_dim)`` -> (P, D), even D, float32.
 
     PE[pos, 2i] = sin(pos / 10000^(2i/D)), PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
     Taught in: notebooks/07_positional_encoding.ipynb.
     """
     ex = Exercise(
         "sinusoidal_encoding",
-        lambda num_positions, d_model: _sinusoidal(num_positions, d_model),
+        lambda num_positions, embed_dim: _sinusoidal(num_positions, embed_dim),
         [
             Property("a small table, P = 3 positions, D = 4: row 0 is [0, 1, 0, 1]",
                      [Case((3, 4)), Case((1, 2))]),

@@ -3,7 +3,7 @@ greedy decoding, and the head that does the alignment.
 
 The first three exercises take a module (a DecoderLayer or a Seq2SeqTransformer). A check case
 cannot hold the module itself (its inputs are shown to the learner, and the batch grader ships
-them to a sandbox), so it holds a small *spec*, printed as ``DecoderLayer(d_model=16,
+them to a sandbox), so it holds a small *spec*, printed as ``DecoderLayer(embed_dim=16,
 num_heads=2, seed=3)``, and the check builds the module from it, with seeded random weights,
 right before each call. Building never touches torch's global random generator.
 
@@ -84,14 +84,14 @@ class DecoderLayerParts(DecoderLayer):
 class LayerSpec:
     """A pre-LN DecoderLayer with seeded random weights (dropout 0)."""
 
-    d_model: int
+    embed_dim: int
     num_heads: int
     seed: int
     dtype: torch.dtype = torch.float32
 
     def build(self, parts_only: bool = False) -> DecoderLayer:
         with torch.random.fork_rng(devices=[]):
-            layer = DecoderLayer(self.d_model, self.num_heads, 2 * self.d_model, norm_first=True)
+            layer = DecoderLayer(self.embed_dim, self.num_heads, 2 * self.embed_dim, norm_first=True)
         layer = layer.to(self.dtype)
         _randomize(layer, self.seed, scale=1.0)
         layer.eval()
@@ -101,7 +101,7 @@ class LayerSpec:
 
     def __repr__(self) -> str:
         dtype = "" if self.dtype == torch.float32 else f", dtype={str(self.dtype).replace('torch.', '')}"
-        return f"DecoderLayer(d_model={self.d_model}, num_heads={self.num_heads}, seed={self.seed}{dtype})"
+        return f"DecoderLayer(embed_dim={self.embed_dim}, num_heads={self.num_heads}, seed={self.seed}{dtype})"
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,16 @@ class ModelSpec:
     src_vocab: int
     tgt_vocab: int
     seed: int
-    d_model: int = 16
+    embed_dim: int = 16
     num_heads: int = 2
     num_decoder_layers: int = 2
     dtype: torch.dtype = torch.float32
 
     def build(self) -> Seq2SeqTransformer:
         with torch.random.fork_rng(devices=[]):
-            model = Seq2SeqTransformer(self.src_vocab, self.tgt_vocab, self.d_model, self.num_heads,
+            model = Seq2SeqTransformer(self.src_vocab, self.tgt_vocab, self.embed_dim, self.num_heads,
                                        num_encoder_layers=1, num_decoder_layers=self.num_decoder_layers,
-                                       dim_feedforward=2 * self.d_model, max_len=16)
+                                       dim_feedforward=2 * self.embed_dim, max_len=16)
         model = model.to(self.dtype)
         _randomize(model, self.seed, scale=2.0)  # large weights: outputs depend strongly on the inputs
         model.eval()
@@ -128,7 +128,7 @@ class ModelSpec:
 
     def __repr__(self) -> str:
         dtype = "" if self.dtype == torch.float32 else f", dtype={str(self.dtype).replace('torch.', '')}"
-        return (f"Seq2SeqTransformer(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, d_model={self.d_model}, "
+        return (f"Seq2SeqTransformer(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, embed_dim={self.embed_dim}, "
                 f"num_decoder_layers={self.num_decoder_layers}, seed={self.seed}{dtype})")
 
 

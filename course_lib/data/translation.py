@@ -229,7 +229,7 @@ class CrossAttentionTranslator(nn.Module):
     - ``readout``: nn.Linear(D, V_target), the French word at each target position.
 
     Args:
-        d_model: model size D.
+        embed_dim: model size D.
         num_heads: heads H of the cross-attention (1 gives one readable alignment).
         max_len: the longest sentence (source or target) the position embeddings cover.
     Shape:
@@ -241,16 +241,16 @@ class CrossAttentionTranslator(nn.Module):
     (encoder-decoder attention); learned position embeddings as in Gehring et al. 2017.
     """
 
-    def __init__(self, d_model: int = 32, num_heads: int = 1, max_len: int = MAX_LEN) -> None:
+    def __init__(self, embed_dim: int = 32, num_heads: int = 1, max_len: int = MAX_LEN) -> None:
         super().__init__()
         fn = "CrossAttentionTranslator"
-        d_model = v.positive_int(d_model, "d_model", fn)
+        embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
         self.max_len = v.positive_int(max_len, "max_len", fn)
-        self.source_embedding = nn.Embedding(len(SOURCE_VOCAB), d_model)
-        self.source_position = nn.Embedding(self.max_len, d_model)
-        self.target_position = nn.Embedding(self.max_len, d_model)
-        self.cross_attention = MultiHeadAttention(d_model, num_heads)
-        self.readout = nn.Linear(d_model, len(TARGET_VOCAB))
+        self.source_embedding = nn.Embedding(len(SOURCE_VOCAB), embed_dim)
+        self.source_position = nn.Embedding(self.max_len, embed_dim)
+        self.target_position = nn.Embedding(self.max_len, embed_dim)
+        self.cross_attention = MultiHeadAttention(embed_dim, num_heads)
+        self.readout = nn.Linear(embed_dim, len(TARGET_VOCAB))
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_len: int | None = None,
                 need_weights: bool = False):

@@ -6,7 +6,7 @@ Three functions, each returning an ipywidgets 8 box that a lesson shows in one l
   with their entropy (chapters 02-03);
 - :func:`attention_explorer`: a sentence, d_k, scale on/off, causal mask, padding, heads -> the
   weight heatmap with the selected query's row highlighted (chapters 03-05);
-- :func:`positional_explorer`: d_model, base, positions -> the sinusoids, the table, and
+- :func:`positional_explorer`: embed_dim, base, positions -> the sinusoids, the table, and
   PE(p) . PE(p + k) as a function of k (chapter 07).
 
 How they draw: every figure is a plain matplotlib ``Figure`` rendered to PNG bytes and shown in an
@@ -426,11 +426,11 @@ class PositionalExplorer(Explorer):
     figsize = (13.0, 3.4)
     OFFSETS = (0, 1, 2, 5, 10, 50)
 
-    def __init__(self, d_model: int, base: float, num_positions: int, position: int):
+    def __init__(self, embed_dim: int, base: float, num_positions: int, position: int):
         log_b = math.log10(base)
         controls = {
-            "d_model": widgets.IntSlider(value=d_model, min=2, max=max(256, d_model), step=2,
-                                         description="d_model", continuous_update=False),
+            "embed_dim": widgets.IntSlider(value=embed_dim, min=2, max=max(256, embed_dim), step=2,
+                                         description="embed_dim", continuous_update=False),
             "base": widgets.FloatLogSlider(value=base, base=10, min=min(1.0, log_b), max=max(6.0, log_b),
                                            step=0.05, description="base", readout_format=".4g",
                                            continuous_update=False),
@@ -439,25 +439,25 @@ class PositionalExplorer(Explorer):
             "position": widgets.IntSlider(value=position, min=0, max=num_positions - 1, description="p",
                                           continuous_update=False),
         }
-        super().__init__(controls, rows=[["d_model", "base"], ["num_positions", "position"]])
+        super().__init__(controls, rows=[["embed_dim", "base"], ["num_positions", "position"]])
 
     def _sync_controls(self) -> None:
         p = self.controls["position"]
         p.max = self.controls["num_positions"].value - 1  # clamps p.value if needed
 
-    def _compute(self, d_model: int, base: float, num_positions: int, position: int) -> dict:
-        P, D, p = num_positions, d_model, position
+    def _compute(self, embed_dim: int, base: float, num_positions: int, position: int) -> dict:
+        P, D, p = num_positions, embed_dim, position
         pe = sinusoidal_encoding(P, D, base=base, dtype=torch.float64)  # (P, D)
         ks = torch.arange(-p, P - p)  # offsets k with p + k inside the table
         dots = pe[p + ks] @ pe[p]  # (K, D) @ (D,) -> (K,): PE(p) . PE(p + k)
         frequencies = base ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (D/2,) w_i
         theory = torch.cos(ks[:, None].double() * frequencies[None, :]).sum(-1)  # (K, 1) * (1, D/2) -> (K,)
-        return {"pe": pe, "d_model": D, "base": base, "num_positions": P, "position": p, "offsets": ks,
+        return {"pe": pe, "embed_dim": D, "base": base, "num_positions": P, "position": p, "offsets": ks,
                 "dots": dots, "theory": theory, "frequencies": frequencies,
                 "wavelengths": 2 * math.pi / frequencies}
 
     def _draw(self, figure: Figure, r: dict) -> None:
-        pe, D, P = r["pe"], r["d_model"], r["num_positions"]
+        pe, D, P = r["pe"], r["embed_dim"], r["num_positions"]
         waves, table, dots = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.1, 1]})
         pairs = sorted({0, 1, D // 8, D // 4} & set(range(D // 2)))
         for i in pairs:
@@ -488,17 +488,17 @@ class PositionalExplorer(Explorer):
         values = ", ".join(f"k = {k}: {float(dots[k + p]):.2f}" for k in shown)
         w = r["wavelengths"]
         return [
-            f"PE(p) · PE(p + k) at p = {p}: {values} (k = 0 gives D/2 = {r['d_model'] / 2:g})",
+            f"PE(p) · PE(p + k) at p = {p}: {values} (k = 0 gives D/2 = {r['embed_dim'] / 2:g})",
             f"the same curve at every p and symmetric in k: it equals Σ_i cos(ω_i k), "
-            f"ω_i = base^(-2i/D) = {r['base']:.4g}^(-2i/{r['d_model']})",
+            f"ω_i = base^(-2i/D) = {r['base']:.4g}^(-2i/{r['embed_dim']})",
             f"wavelengths 2π/ω_i: from {float(w[0]):.1f} positions (pair 0) to {float(w[-1]):.1f} "
             f"(pair {len(w) - 1})",
         ]
 
 
-def positional_explorer(d_model: int = 64, base: float = 10000.0, num_positions: int = 128,
+def positional_explorer(embed_dim: int = 64, base: float = 10000.0, num_positions: int = 128,
                         position: int = 0) -> PositionalExplorer:
-    """Explore the sinusoidal position table: d_model, base, number of positions.
+    """Explore the sinusoidal position table: embed_dim, base, number of positions.
 
     Three panels: a few sine columns against the position, the whole (P, D) table
     (``course_lib.positional.sinusoidal_encoding``), and the dot product PE(p) . PE(p + k) for
@@ -506,7 +506,7 @@ def positional_explorer(d_model: int = 64, base: float = 10000.0, num_positions:
     ``sum_i cos(w_i k)`` with ``w_i = base^(-2i/D)``.
 
     Args:
-        d_model: D, an even int (the slider moves in steps of 2).
+        embed_dim: D, an even int (the slider moves in steps of 2).
         base: the wavelength scale (10000 in the paper), > 1.
         num_positions: P, the number of positions (rows).
         position: p, the reference position of the dot product (0 <= p < P).
@@ -515,18 +515,18 @@ def positional_explorer(d_model: int = 64, base: float = 10000.0, num_positions:
     Shape:
         table (P, D), dot products (P,)
     Raises:
-        ValueError: if d_model is not an even positive int, base <= 1, num_positions < 2 or
+        ValueError: if embed_dim is not an even positive int, base <= 1, num_positions < 2 or
             position is outside 0..P-1.
     Taught in: notebooks/07_positional_encoding.ipynb.  Source: Vaswani et al. 2017, sec. 3.5.
     """
     fn = "positional_explorer"
-    for name, value, low in (("d_model", d_model, 2), ("num_positions", num_positions, 2), ("position", position, 0)):
+    for name, value, low in (("embed_dim", embed_dim, 2), ("num_positions", num_positions, 2), ("position", position, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{fn}: {name} must be an int >= {low}, got {value!r}")
-    if d_model % 2:
-        raise ValueError(f"{fn}: d_model must be even (sine/cosine pairs), got {d_model}")
+    if embed_dim % 2:
+        raise ValueError(f"{fn}: embed_dim must be even (sine/cosine pairs), got {embed_dim}")
     if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
         raise ValueError(f"{fn}: base must be a number > 1, got {base!r}")
     if position >= num_positions:
         raise ValueError(f"{fn}: position must be in 0..{num_positions - 1}, got {position}")
-    return _finish(PositionalExplorer(d_model, float(base), num_positions, position))
+    return _finish(PositionalExplorer(embed_dim, float(base), num_positions, position))
