@@ -56,7 +56,7 @@ def _angle_dtype(device: torch.device) -> torch.dtype:
 
 def sinusoidal_encoding(
     num_positions: int,
-    d_model: int,
+    embed_dim: int,
     base: float = 10000.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -70,7 +70,7 @@ def sinusoidal_encoding(
     ``w k``, ``PE[pos + k] = M_k PE[pos]`` for a fixed block-diagonal rotation ``M_k`` that
     does not depend on ``pos``, and ``PE[p] . PE[p + k] = sum_i cos(w_i k)`` depends on ``k`` only.
 
-    Odd ``d_model``: the formula is applied to every column that exists, so the last column
+    Odd ``embed_dim``: the formula is applied to every column that exists, so the last column
     (index ``D - 1 = 2i``) is a sine with frequency ``base^(-(D-1)/D)`` and has no cosine
     partner. (Add it to embeddings of size D; the rotation property holds for the complete pairs.)
 
@@ -79,7 +79,7 @@ def sinusoidal_encoding(
 
     Args:
         num_positions: P, the number of positions (rows), ``pos = 0 .. P-1``.
-        d_model: D, the embedding size (columns); even or odd (see above).
+        embed_dim: D, the embedding size (columns); even or odd (see above).
         base: the wavelength scale (10000 in the paper); the longest wavelength is ``2 pi base``.
         dtype: floating dtype of the result.
         device: torch device of the result (default: the CPU).
@@ -88,14 +88,14 @@ def sinusoidal_encoding(
     Shape:
         (P, D)
     Raises:
-        TypeError: if num_positions or d_model is not an int, or dtype is not a floating dtype.
-        ValueError: if num_positions or d_model is not positive, or base is not a positive number.
+        TypeError: if num_positions or embed_dim is not an int, or dtype is not a floating dtype.
+        ValueError: if num_positions or embed_dim is not positive, or base is not a positive number.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Vaswani et al. 2017, "Attention Is All You Need", sec. 3.5.
     """
     fn = "sinusoidal_encoding"
     P = v.positive_int(num_positions, "num_positions", fn)
-    D = v.positive_int(d_model, "d_model", fn)
+    D = v.positive_int(embed_dim, "embed_dim", fn)
     base = _positive_float(base, "base", fn)
     dtype = _float_dtype(dtype, "dtype", fn)
     device = torch.device("cpu") if device is None else torch.device(device)
@@ -114,7 +114,7 @@ class LearnedPositionalEmbedding(nn.Module):
     """A trained position table (BERT, GPT-2): ``forward(x) = x + pos_embedding[:T]``.
 
     One free vector per position, learned like a word embedding. It can fit whatever the data
-    needs, but it costs ``max_positions * d_model`` parameters and knows nothing about a
+    needs, but it costs ``max_positions * embed_dim`` parameters and knows nothing about a
     position it never saw: there is no row for ``T > max_positions`` (a ValueError here), and
     rows that no training sequence reached keep their random initial values.
 
@@ -124,23 +124,23 @@ class LearnedPositionalEmbedding(nn.Module):
 
     Args:
         max_positions: P, the number of positions the table has.
-        d_model: D, the embedding size.
+        embed_dim: D, the embedding size.
     Shape:
         x (..., T, D) with T <= P -> (..., T, D); ``pos_embedding`` (P, D).
     Raises:
-        TypeError: if max_positions or d_model is not an int, or x is not a floating tensor.
-        ValueError: if they are not positive; in forward, if x's last dim is not d_model, if
+        TypeError: if max_positions or embed_dim is not an int, or x is not a floating tensor.
+        ValueError: if they are not positive; in forward, if x's last dim is not embed_dim, if
             T > max_positions (the message names both), or if x is on another device than the table.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Devlin et al. 2019 (BERT), sec. 3; Radford et al. 2019 (GPT-2); Gehring et al. 2017, sec. 3.1.
     """
 
-    def __init__(self, max_positions: int, d_model: int):
+    def __init__(self, max_positions: int, embed_dim: int):
         super().__init__()
         fn = "LearnedPositionalEmbedding"
         self.max_positions = v.positive_int(max_positions, "max_positions", fn)
-        self.d_model = v.positive_int(d_model, "d_model", fn)
-        self.pos_embedding = nn.Parameter(torch.empty(self.max_positions, self.d_model))  # (P, D)
+        self.embed_dim = v.positive_int(embed_dim, "embed_dim", fn)
+        self.pos_embedding = nn.Parameter(torch.empty(self.max_positions, self.embed_dim))  # (P, D)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -152,8 +152,8 @@ class LearnedPositionalEmbedding(nn.Module):
         fn = "LearnedPositionalEmbedding.forward"
         v.tensor(x, "x", fn, min_dim=2, floating=True)
         T, D = x.shape[-2], x.shape[-1]
-        if D != self.d_model:
-            raise ValueError(f"{fn}: x must be (..., T, d_model={self.d_model}), got shape {v.shape_str(x)}")
+        if D != self.embed_dim:
+            raise ValueError(f"{fn}: x must be (..., T, embed_dim={self.embed_dim}), got shape {v.shape_str(x)}")
         if T > self.max_positions:
             raise ValueError(
                 f"{fn}: x has T={T} positions but the table has max_positions={self.max_positions}; a learned "
@@ -167,7 +167,7 @@ class LearnedPositionalEmbedding(nn.Module):
         return x + self.pos_embedding[:T].to(x.dtype)  # (..., T, D) + (T, D) -> (..., T, D)
 
     def extra_repr(self) -> str:
-        return f"max_positions={self.max_positions}, d_model={self.d_model}"
+        return f"max_positions={self.max_positions}, embed_dim={self.embed_dim}"
 
 
 def _positions(positions, x: torch.Tensor, fn: str) -> torch.Tensor:

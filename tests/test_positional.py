@@ -40,7 +40,7 @@ def test_sinusoidal_matches_the_formula_entry_by_entry(P, D, base):
     torch.testing.assert_close(ours, loop_sinusoidal(P, D, base), rtol=0, atol=1e-12)
 
 
-def test_sinusoidal_odd_d_model_last_column_is_a_sine():
+def test_sinusoidal_odd_embed_dim_last_column_is_a_sine():
     pe = sinusoidal_encoding(20, 5, dtype=torch.float64)
     pos = torch.arange(20, dtype=torch.float64)
     torch.testing.assert_close(pe[:, 4], torch.sin(pos / 10000.0 ** (4 / 5)))
@@ -311,13 +311,13 @@ def test_learned_works_without_a_batch_dim_and_keeps_dtype():
     "call, error, words",
     [
         (lambda: sinusoidal_encoding(0, 8), ValueError, ["num_positions"]),
-        (lambda: sinusoidal_encoding(4, 2.5), TypeError, ["d_model"]),
+        (lambda: sinusoidal_encoding(4, 2.5), TypeError, ["embed_dim"]),
         (lambda: sinusoidal_encoding(4, 8, base=-1.0), ValueError, ["base"]),
         (lambda: sinusoidal_encoding(4, 8, dtype=torch.long), TypeError, ["dtype"]),
         (lambda: LearnedPositionalEmbedding(0, 8), ValueError, ["max_positions"]),
-        (lambda: LearnedPositionalEmbedding(4, "8"), TypeError, ["d_model"]),
+        (lambda: LearnedPositionalEmbedding(4, "8"), TypeError, ["embed_dim"]),
         (lambda: LearnedPositionalEmbedding(4, 8)(torch.zeros(2, 5, 8)), ValueError, ["T=5", "max_positions=4"]),
-        (lambda: LearnedPositionalEmbedding(4, 8)(torch.zeros(2, 3, 6)), ValueError, ["d_model=8", "(2, 3, 6)"]),
+        (lambda: LearnedPositionalEmbedding(4, 8)(torch.zeros(2, 3, 6)), ValueError, ["embed_dim=8", "(2, 3, 6)"]),
         (lambda: LearnedPositionalEmbedding(4, 8)(torch.zeros(2, 3, 8, dtype=torch.long)), TypeError, ["x", "floating"]),
         (lambda: LearnedPositionalEmbedding(4, 8)(torch.zeros(8)), ValueError, ["x", "at least 2 dims"]),
         (lambda: apply_rope(torch.zeros(2, 3, 5)), ValueError, ["E", "even", "(2, 3, 5)"]),
