@@ -102,6 +102,12 @@ def test_encoder_layer_compiles_without_graph_breaks(backend):
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="the inductor backend compiles C++ on the CPU, and no C++ compiler (g++/c++) is on PATH")
 def test_attention_compiles_with_inductor():
+    import torch._inductor.config as inductor_config
+
     q, k, v, mask = _inputs(5)
-    compiled = torch.compile(scaled_dot_product_attention, fullgraph=True)  # the default backend, inductor
-    torch.testing.assert_close(compiled(q, k, v, attn_mask=mask), scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    # compile_threads=1: generate and build the C++ in this process, not in a pool of worker
+    # processes (each would import torch again; on a 2-core machine that costs more than it saves)
+    with inductor_config.patch(compile_threads=1):
+        compiled = torch.compile(scaled_dot_product_attention, fullgraph=True)  # the default backend, inductor
+        got = compiled(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(got, scaled_dot_product_attention(q, k, v, attn_mask=mask))
