@@ -6,6 +6,8 @@ mistake fails with a sentence, not with a broadcasting error from deep inside Py
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -53,3 +55,57 @@ def broadcast_batch(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], fn
             f"{fn}: the batch dims of {names[0]} {shape_str(a)} and {names[1]} {shape_str(b)} "
             f"do not broadcast (all but the last two dims must match or be 1)"
         ) from None
+
+
+def flag(value, name: str, fn: str) -> bool:
+    """Return ``value`` if it is a Python bool (``is_causal='yes'`` or a tensor is a mistake, not a truth value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+    return value
+
+
+def real(value, name: str, fn: str) -> float:
+    """Return ``value`` as a finite Python float if it is a real number (int or float, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be a finite float, got {value!r}")
+    return value
+
+
+def probability(value, name: str, fn: str) -> float:
+    """Return ``value`` as a float if it is a real number in [0, 1) (a dropout probability)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{fn}: {name} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def device(value, name: str, fn: str) -> torch.device | None:
+    """Return ``value`` as a torch.device (None stays None): a str such as "cpu" or "cuda:0", or a torch.device."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device, int)):
+        raise TypeError(f"{fn}: {name} must be None, a str or a torch.device, got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{fn}: {name}={value!r} is not a device ({exc})") from None
+
+
+def same_device(fn: str, **tensors) -> None:
+    """Check that every given tensor (None entries are skipped) lives on one device; name them all if not.
+
+    Compares ``tensor.device`` only (metadata, no host read), so it is free on every device and
+    runs before any work.
+    """
+    given = [(name, t) for name, t in tensors.items() if t is not None]
+    first = given[0][1].device
+    if any(t.device != first for _, t in given[1:]):
+        where = ", ".join(f"{name} on {t.device}" for name, t in given)
+        names = ", ".join(name for name, _ in given)
+        raise ValueError(
+            f"{fn}: {names} must be on the same device, got {where}; move them with .to(device) first"
+        )

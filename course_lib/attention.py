@@ -36,12 +36,15 @@ def dot_product_scores(query: torch.Tensor, key: torch.Tensor, scale: float | No
         scale: optional float multiplied into the scores. ``None`` means no scaling (the raw
             dot products of chapter 01); attention uses ``1 / sqrt(E)`` (chapter 03).
     Returns:
-        scores, same dtype and device as the inputs.
+        scores, same dtype and device as the inputs. In float16/bfloat16 the scores are those
+        of the format: a dot product above 65504 is ``inf`` in float16 (attention upcasts first).
     Shape:
         query (..., L, E), key (..., S, E) -> scores (..., L, S); batch dims broadcast.
     Raises:
-        TypeError: if an input is not a floating tensor, the dtypes differ, or scale is not a number.
-        ValueError: if E differs between query and key, or the batch dims do not broadcast.
+        TypeError: if an input is not a floating tensor, the dtypes differ, or scale is not a
+            float (a bool is not a scale).
+        ValueError: if E differs between query and key, the batch dims do not broadcast, the
+            two tensors are on different devices, or scale is not finite.
     Taught in: notebooks/01_dot_products.ipynb.  Source: Vaswani et al. 2017, sec. 3.2.1 (Q K^T).
     """
     fn = "dot_product_scores"
@@ -49,14 +52,15 @@ def dot_product_scores(query: torch.Tensor, key: torch.Tensor, scale: float | No
     v.tensor(key, "key", fn, min_dim=2, floating=True)
     if query.dtype != key.dtype:
         raise TypeError(f"{fn}: query and key must have the same dtype, got {query.dtype} and {key.dtype}")
+    v.same_device(fn, query=query, key=key)
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(
             f"{fn}: query (..., L, E) and key (..., S, E) must share E, got query {v.shape_str(query)} "
             f"and key {v.shape_str(key)}"
         )
     v.broadcast_batch(query, key, ("query", "key"), fn)
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        raise TypeError(f"{fn}: scale must be a float or None, got {type(scale).__name__}")
+    if scale is not None:
+        scale = v.real(scale, "scale", fn)
     scores = query @ key.transpose(-2, -1)  # (..., L, E) @ (..., E, S) -> (..., L, S)
     if scale is not None:
         scores = scores * scale
@@ -71,8 +75,13 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
     Entries equal to ``-inf`` get weight exactly 0 (that is how masks work). A slice whose
     entries are *all* ``-inf`` (a query that may attend to nothing) returns all zeros, never
-    NaN; a naive softmax returns NaN there (0 / 0). float16/bfloat16 inputs are computed in
-    float32 and returned in their own dtype.
+    NaN; a naive softmax returns NaN there (0 / 0).
+
+    float16/bfloat16 inputs are computed in float32 and the weights cast back to the input's
+    dtype (what ``torch.softmax(x, dim, dtype=torch.float32).to(x.dtype)`` gives): the sum of
+    many ``exp`` terms and the division keep float32's precision, and the only error is the
+    final rounding to the half format (at most half an ulp, 2**-11 relative in float16,
+    2**-8 in bfloat16).
 
     Args:
         x: float tensor of any shape.
@@ -154,19 +163,28 @@ def scaled_dot_product_attention(
     A query row whose keys are all masked yields zeros (output and weights), never NaN, as
     PyTorch does.
 
+    float16 and bfloat16 inputs are computed in float32 (scores, mask, softmax and
+    ``weights @ V``) and the output and weights cast back, as PyTorch's MATH backend does: a
+    float16 score above 65504 would be ``inf`` and its softmax NaN. float32 and float64 inputs
+    are computed in their own dtype.
+
+    Nothing here reads a tensor's values on the host (no ``.item()``, no data-dependent shape):
+    the function runs on the ``meta`` device and compiles with ``torch.compile(fullgraph=True)``.
+
     Args:
         query: float tensor (..., L, E).
         key: float tensor (..., S, E).
-        value: float tensor (..., S, Ev). All three share dtype and device.
+        value: float tensor (..., S, Ev). All three share dtype and device (and so does
+            ``attn_mask``; nothing is moved between devices for you).
         attn_mask: optional mask broadcastable to (..., L, S): ``torch.bool`` with True = may
             attend, or a float tensor in query's dtype that is *added* to the scores (0 / -inf).
-        dropout_p: probability of zeroing a weight (0.0 = off; kept weights are scaled by
-            1/(1-p)). Use 0.0 in evaluation.
-        is_causal: if True, query i may attend to keys 0..i only (top-left aligned, as PyTorch).
+        dropout_p: float in [0, 1), the probability of zeroing a weight (0.0 = off; kept
+            weights are scaled by 1/(1-p)). Use 0.0 in evaluation.
+        is_causal: bool; if True, query i may attend to keys 0..i only (top-left aligned, as PyTorch).
             Cannot be combined with ``attn_mask`` (combine the masks with
             ``course_lib.masking.combine_masks`` instead), as in PyTorch.
-        scale: multiplier of the scores; ``None`` means 1/sqrt(E).
-        return_weights: if True, also return the attention weights.
+        scale: float multiplier of the scores; ``None`` means 1/sqrt(E).
+        return_weights: bool; if True, also return the attention weights.
     Returns:
         output (..., L, Ev), and if ``return_weights``, weights (..., L, S) whose rows sum to 1
         (or are all zeros for fully masked rows). Same dtype and device as ``query``.
@@ -174,10 +192,13 @@ def scaled_dot_product_attention(
         query (..., L, E), key (..., S, E), value (..., S, Ev), attn_mask broadcastable to
         (..., L, S) -> output (..., L, Ev), weights (..., L, S).
     Raises:
-        TypeError: if an input is not a floating tensor, dtypes differ, or attn_mask has a wrong dtype.
+        TypeError: if an input is not a floating tensor, dtypes differ, attn_mask has a wrong
+            dtype, scale or dropout_p is not a float (a bool is not), or is_causal or
+            return_weights is not a bool.
         ValueError: if E differs between query and key, S differs between key and value, batch
-            dims do not broadcast, attn_mask has a wrong shape, dropout_p is outside [0, 1), or
-            both attn_mask and is_causal are given.
+            dims do not broadcast, attn_mask has a wrong shape, the tensors are not all on one
+            device, dropout_p is outside [0, 1), scale is not finite, or both attn_mask and
+            is_causal are given.
     Taught in: notebooks/02_softmax.ipynb (weights @ V), notebooks/03_scaling.ipynb (the scale),
         notebooks/04_masking.ipynb (masks).
     Source: Vaswani et al. 2017, sec. 3.2.1, eq. 1; masking: sec. 3.2.3.
@@ -201,8 +222,11 @@ def scaled_dot_product_attention(
         )
     v.broadcast_batch(query, key, ("query", "key"), fn)
     v.broadcast_batch(key, value, ("key", "value"), fn)
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"{fn}: dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    dropout_p = v.probability(dropout_p, "dropout_p", fn)
+    is_causal = v.flag(is_causal, "is_causal", fn)
+    return_weights = v.flag(return_weights, "return_weights", fn)
+    if scale is not None:
+        scale = v.real(scale, "scale", fn)
     if attn_mask is not None:
         if is_causal:
             raise ValueError(
@@ -210,10 +234,14 @@ def scaled_dot_product_attention(
                 f"combine_masks(causal_mask(L, S), your_mask) as attn_mask"
             )
         _check_mask(attn_mask, query, key, fn)
+    v.same_device(fn, query=query, key=key, value=value, attn_mask=attn_mask)
 
     L, E, S = query.shape[-2], query.shape[-1], key.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(E)
+    dtype = query.dtype
+    if dtype in _HALF:  # float16 overflows at 65504: compute in float32, cast back at the end
+        query, key, value = query.float(), key.float(), value.float()
     # Scaling the (L, E) queries instead of the (L, S) scores gives the same scores for less work.
     scores = dot_product_scores(query * scale, key)  # (..., L, E) @ (..., E, S) -> (..., L, S)
     # The scores are a new tensor of our own, so the masks are applied in place (autograd allows it:
@@ -227,11 +255,11 @@ def scaled_dot_product_attention(
             blocked = ~attn_mask
             scores = scores.masked_fill_(blocked, float("-inf")) if fits else scores.masked_fill(blocked, float("-inf"))
         else:
-            scores = scores.add_(attn_mask) if fits else scores + attn_mask
+            scores = scores.add_(attn_mask) if fits else scores + attn_mask  # a half mask adds exactly in float32
     weights = softmax(scores, dim=-1)  # (..., L, S), each row sums to 1 (or is all 0)
     if dropout_p > 0.0:
         weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)
     output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
     if return_weights:
-        return output, weights
-    return output
+        return output.to(dtype), weights.to(dtype)  # no-ops for float32/float64
+    return output.to(dtype)

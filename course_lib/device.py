@@ -71,18 +71,22 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
 def set_seed(seed: int) -> None:
     """Seed Python's ``random``, NumPy and PyTorch (CPU and every CUDA device).
 
+    PyTorch takes seeds in [0, 2**64) (a 64-bit generator state) and NumPy's legacy
+    ``np.random.seed`` in [0, 2**32); NumPy gets ``seed % 2**32``, so two seeds that differ
+    by a multiple of 2**32 give the same NumPy numbers (and different PyTorch numbers).
+
     Args:
-        seed: a non-negative int.
+        seed: an int in [0, 2**64) (a NumPy integer is accepted; a bool is not).
     Raises:
         TypeError: if ``seed`` is not an int.
-        ValueError: if ``seed`` is negative.
+        ValueError: if ``seed`` is negative or not below 2**64.
     Taught in: the first code cell of every notebook.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"set_seed: seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"set_seed: seed must be >= 0, got {seed}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"set_seed: seed must be an int in [0, 2**64), got {type(seed).__name__}")
     seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"set_seed: seed must be an int in [0, 2**64) (PyTorch's generator is 64-bit), got {seed}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds the CPU and all CUDA generators

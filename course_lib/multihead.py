@@ -130,7 +130,7 @@ class MultiHeadAttention(nn.Module):
         query (B, L, D), key (B, S, kdim), value (B, S, vdim) -> out (B, L, D),
         weights (B, H, L, S).
     Raises:
-        TypeError: if a size is not an int or dropout is not a number.
+        TypeError: if a size is not an int, dropout is not a number or bias is not a bool.
         ValueError: if a size is not positive, embed_dim is not divisible by num_heads, or
             dropout is outside [0, 1).
     Parameters:
@@ -163,6 +163,7 @@ class MultiHeadAttention(nn.Module):
             raise TypeError(f"{fn}: dropout must be a float in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{fn}: dropout must be a float in [0, 1), got {dropout!r}")
+        bias = v.flag(bias, "bias", fn)
         self.embed_dim, self.kdim, self.vdim = embed_dim, kdim, vdim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -207,6 +208,7 @@ class MultiHeadAttention(nn.Module):
                     f"{fn}: {name} has dtype {t.dtype} but the module's parameters are {weight_dtype}; "
                     f"convert one of them (e.g. module.to({weight_dtype}) or {name}.to({weight_dtype}))"
                 )
+        v.same_device(fn, query=query, key=key, value=value, parameters=self.W_query.weight)
 
     def _mask(self, query, key, attn_mask, key_padding_mask, is_causal):
         """One mask broadcastable to the scores (B, H, L, S): bool (True = may attend) or float (added)."""
@@ -298,6 +300,8 @@ class MultiHeadAttention(nn.Module):
             is_causal: if True, query i may attend to keys 0..i only (top-left aligned). Combined
                 with ``attn_mask`` and ``key_padding_mask`` by logical and (float masks are added).
             need_weights: if True, also return the per-head attention weights.
+            Masks on another device than ``query`` are moved to it; query, key and value must be
+            on the device of the module's parameters.
         Returns:
             out (B, L, D); and, if ``need_weights``, ``(out, weights)`` with weights
             (B, H, L, S), each row summing to 1 (rows whose keys are all masked are zeros,
@@ -307,10 +311,11 @@ class MultiHeadAttention(nn.Module):
             query (B, L, D), key (B, S, kdim), value (B, S, vdim) -> out (B, L, D),
             weights (B, H, L, S).
         Raises:
-            TypeError: if an input is not a float tensor in the parameters' dtype, or a mask has
-                a wrong type.
+            TypeError: if an input is not a float tensor in the parameters' dtype, a mask has
+                a wrong type, or is_causal or need_weights is not a bool.
             ValueError: if a shape is wrong (the message names the argument, the shape it got
-                and the shape it needs).
+                and the shape it needs), or query, key, value and the parameters are not on one
+                device.
         """
         if key is None:
             key = query
@@ -318,6 +323,7 @@ class MultiHeadAttention(nn.Module):
         elif value is None:
             value = key
         self._check_inputs(query, key, value)
+        need_weights = v.flag(need_weights, "need_weights", "MultiHeadAttention.forward")
         mask = self._mask(query, key, attn_mask, key_padding_mask, is_causal)
 
         q = split_heads(self.W_query(query), self.num_heads)  # (B, L, D) -> (B, H, L, Dh)

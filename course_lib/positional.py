@@ -44,7 +44,9 @@ def _float_dtype(dtype, name: str, fn: str) -> torch.dtype:
 
 
 def _positive_float(value, name: str, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{fn}: {name} must be a positive finite number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{fn}: {name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -88,8 +90,10 @@ def sinusoidal_encoding(
     Shape:
         (P, D)
     Raises:
-        TypeError: if num_positions or embed_dim is not an int, or dtype is not a floating dtype.
-        ValueError: if num_positions or embed_dim is not positive, or base is not a positive number.
+        TypeError: if num_positions or embed_dim is not an int, base is not a number, dtype is
+            not a floating dtype, or device is not None, a str or a torch.device.
+        ValueError: if num_positions or embed_dim is not positive, base is not a positive finite
+            number, or device is not a device name.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Vaswani et al. 2017, "Attention Is All You Need", sec. 3.5.
     """
@@ -98,7 +102,7 @@ def sinusoidal_encoding(
     D = v.positive_int(embed_dim, "embed_dim", fn)
     base = _positive_float(base, "base", fn)
     dtype = _float_dtype(dtype, "dtype", fn)
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = v.device(device, "device", fn) or torch.device("cpu")
     work = _angle_dtype(device)
     pos = torch.arange(P, dtype=work, device=device)  # (P,)
     two_i = torch.arange(0, D, 2, dtype=work, device=device)  # (ceil(D/2),): 0, 2, 4, ...
@@ -230,8 +234,8 @@ def apply_rope(x: torch.Tensor, positions=None, base: float = 10000.0) -> torch.
     Shape:
         x (..., T, E), positions (T,) -> (..., T, E)
     Raises:
-        TypeError: if x is not a floating tensor or positions is not numeric.
-        ValueError: if E is odd, positions has the wrong shape, or base is not a positive number.
+        TypeError: if x is not a floating tensor, positions is not numeric, or base is not a number.
+        ValueError: if E is odd, positions has the wrong shape, or base is not a positive finite number.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding",
         sec. 3.4.2, eq. 34; theta_i = 10000^(-2(i-1)/d) with 1-based i, sec. 3.2.2.
@@ -271,8 +275,9 @@ def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32, device: tor
     Shape:
         (H,)
     Raises:
-        TypeError: if num_heads is not an int or dtype is not a floating dtype.
-        ValueError: if num_heads is not positive.
+        TypeError: if num_heads is not an int, dtype is not a floating dtype, or device is not
+            None, a str or a torch.device.
+        ValueError: if num_heads is not positive, or device is not a device name.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Press et al. 2022, "Train Short, Test Long" (ALiBi), sec. 3 and the reference code
         github.com/ofirpress/attention_with_linear_biases (get_slopes).
@@ -280,6 +285,7 @@ def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32, device: tor
     fn = "alibi_slopes"
     H = v.positive_int(num_heads, "num_heads", fn)
     dtype = _float_dtype(dtype, "dtype", fn)
+    device = v.device(device, "device", fn)
 
     def power_of_2(n: int) -> list[float]:
         return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
@@ -325,8 +331,9 @@ def alibi_bias(
     Shape:
         (H, L, S)
     Raises:
-        TypeError: if an int argument is not an int, or dtype is not a floating dtype.
-        ValueError: if num_heads, L or S is not positive.
+        TypeError: if an int argument is not an int, dtype is not a floating dtype, or device is
+            not None, a str or a torch.device.
+        ValueError: if num_heads, L or S is not positive, or device is not a device name.
     Taught in: notebooks/07_positional_encoding.ipynb.
     Source: Press et al. 2022, "Train Short, Test Long: Attention with Linear Biases", sec. 3, fig. 3.
     """
@@ -335,6 +342,7 @@ def alibi_bias(
     L = v.positive_int(L, "L", fn)
     S = L if S is None else v.positive_int(S, "S", fn)
     dtype = _float_dtype(dtype, "dtype", fn)
+    device = v.device(device, "device", fn)
     work = _angle_dtype(torch.device("cpu") if device is None else device)
     slopes = alibi_slopes(H, dtype=work, device=device)  # (H,)
     i = torch.arange(L, dtype=work, device=device)  # (L,) query positions

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -228,6 +229,17 @@ def _qkv():
         (lambda q, k, v: dot_product_scores(q, torch.randn(5, 3)), ValueError, ["query", "key", "(5, 3)"]),
         (lambda q, k, v: softmax([1.0, 2.0]), TypeError, ["x", "list"]),
         (lambda q, k, v: softmax(q, dim=3), ValueError, ["dim=3", "(2, 3, 4)"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, scale="x"), TypeError, ["scale", "str"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, scale=True), TypeError, ["scale", "bool"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, scale=float("nan")), ValueError, ["scale", "finite"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal="yes"), TypeError, ["is_causal", "bool", "str"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=torch.tensor(True)), TypeError, ["is_causal", "Tensor"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, return_weights=1), TypeError, ["return_weights", "int"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, dropout_p="0.1"), TypeError, ["dropout_p", "str"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, dropout_p=True), TypeError, ["dropout_p", "bool"]),
+        (lambda q, k, v: scaled_dot_product_attention(q, k, v, dropout_p=-0.1), ValueError, ["dropout_p", "[0, 1)"]),
+        (lambda q, k, v: dot_product_scores(q, k, scale=True), TypeError, ["scale", "bool"]),
+        (lambda q, k, v: dot_product_scores(q, k, scale="2"), TypeError, ["scale", "str"]),
     ],
 )
 def test_bad_input_names_the_argument(call, error, words):
@@ -235,6 +247,13 @@ def test_bad_input_names_the_argument(call, error, words):
         call(*_qkv())
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+def test_scale_accepts_any_real_number():
+    q, k, v = _qkv()
+    expected = scaled_dot_product_attention(q, k, v, scale=2.0)
+    for scale in (2, np.float64(2.0), np.float32(2.0)):  # an int, NumPy floats: any real number
+        torch.testing.assert_close(scaled_dot_product_attention(q, k, v, scale=scale), expected)
 
 
 def test_default_scale_is_one_over_sqrt_e():

@@ -48,7 +48,16 @@ def test_set_seed_makes_every_generator_repeat():
     assert not torch.equal(torch.rand(3), first[2])
 
 
-@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), ("1", TypeError), (True, TypeError)])
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), ("1", TypeError), (True, TypeError),
+                                        (2**64, ValueError), (2**70, ValueError), (np.bool_(True), TypeError)])
 def test_set_seed_rejects_bad_seeds(bad, error):
-    with pytest.raises(error, match="seed"):
+    with pytest.raises(error, match=r"seed must be an int in \[0, 2\*\*64\)"):
         set_seed(bad)
+
+
+@pytest.mark.parametrize("seed", [0, 2**32, 2**64 - 1, np.int64(7), np.uint64(2**64 - 1)])
+def test_set_seed_accepts_the_whole_range(seed):
+    set_seed(seed)
+    first = torch.rand(2)
+    torch.manual_seed(int(seed))
+    assert torch.equal(torch.rand(2), first)  # set_seed seeded torch with exactly this seed

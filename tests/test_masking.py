@@ -91,6 +91,12 @@ def test_finite_fill_is_not_representable_in_float16():
         (lambda: combine_masks(), TypeError, ["at least one"]),
         (lambda: to_additive(torch.ones(2, 2), torch.float32), TypeError, ["mask", "bool"]),
         (lambda: to_additive(torch.ones(2, 2, dtype=torch.bool), torch.int64), TypeError, ["dtype"]),
+        (lambda: causal_mask(3, device=2.5), TypeError, ["device", "float"]),
+        (lambda: causal_mask(3, device="nowhere"), ValueError, ["device", "nowhere"]),
+        (lambda: padding_mask([2, 3], validate="yes"), TypeError, ["validate", "bool"]),
+        (lambda: padding_mask(torch.tensor([2, -1]), validate=True), ValueError, ["lengths", ">= 0"]),
+        (lambda: padding_mask(torch.tensor([3, 4]), S=2, validate=True), ValueError, ["S=2", "4"]),
+        (lambda: combine_masks(causal_mask(3), causal_mask(3, device="meta")), ValueError, ["masks[1] on meta", "same device"]),
     ],
 )
 def test_bad_input_names_the_argument(call, error, words):

@@ -333,6 +333,12 @@ def test_learned_works_without_a_batch_dim_and_keeps_dtype():
         (lambda: alibi_bias(4, 3, 2.0), TypeError, ["S"]),
         (lambda: alibi_bias(4, 3, dtype=torch.int32), TypeError, ["dtype"]),
         (lambda: alibi_slopes(True), TypeError, ["num_heads"]),
+        (lambda: sinusoidal_encoding(4, 8, base="10000"), TypeError, ["base", "str"]),
+        (lambda: sinusoidal_encoding(4, 8, device=1.5), TypeError, ["device", "float"]),
+        (lambda: sinusoidal_encoding(4, 8, device="nowhere"), ValueError, ["device", "nowhere"]),
+        (lambda: apply_rope(torch.zeros(3, 4), base=True), TypeError, ["base", "bool"]),
+        (lambda: alibi_slopes(4, device=[0]), TypeError, ["device", "list"]),
+        (lambda: alibi_bias(4, 3, device="nowhere"), ValueError, ["device", "nowhere"]),
     ],
 )
 def test_bad_input_names_the_argument(call, error, words):
