@@ -19,7 +19,7 @@ import torch
 
 from . import _validate as v
 
-__all__ = ["dot_product_scores", "softmax", "scaled_dot_product_attention"]
+__all__ = ["dot_product_scores", "softmax", "scaled_dot_product_attention", "attention_entropy"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -263,3 +263,27 @@ def scaled_dot_product_attention(
     if return_weights:
         return output.to(dtype), weights.to(dtype)  # no-ops for float32/float64
     return output.to(dtype)
+
+
+def attention_entropy(weights: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Entropy in nats of attention weights along ``dim``: how spread out each query's attention is.
+
+    ``H(w) = -sum_j w_j ln w_j``, with ``0 ln 0 = 0``. A one-hot row (all weight on one key)
+    gives 0; a uniform row over S keys gives ln S, the largest possible value. Temperature and
+    the 1/sqrt(d_k) scale move it between the two.
+
+    Args:
+        weights: float tensor (..., S) of weights that sum to 1 along ``dim``.
+        dim: the dim that holds the keys.
+    Returns:
+        float tensor (...), same dtype and device (no host read).
+    Shape:
+        (..., S) -> (...)
+    Raises:
+        TypeError: if weights is not a floating tensor.
+    Taught in: notebooks/02_softmax.ipynb (temperature), used by the explorers.
+    Source: Shannon 1948, "A Mathematical Theory of Communication", sec. 6.
+    """
+    v.tensor(weights, "weights", "attention_entropy", min_dim=1, floating=True)
+    return -torch.special.xlogy(weights, weights).sum(dim=dim)
+

@@ -261,3 +261,19 @@ def test_default_scale_is_one_over_sqrt_e():
     q, k, v = torch.randn(3, 16, generator=g), torch.randn(5, 16, generator=g), torch.randn(5, 2, generator=g)
     torch.testing.assert_close(scaled_dot_product_attention(q, k, v), scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16)))
     assert not torch.allclose(scaled_dot_product_attention(q, k, v), scaled_dot_product_attention(q, k, v, scale=1.0))
+
+
+@given(st.integers(1, 4), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_attention_entropy_lies_between_one_hot_and_uniform(rows, S, seed):
+    from course_lib.attention import attention_entropy
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.softmax(torch.randn(rows, S, generator=g, dtype=torch.float64) * 3, dim=-1)  # (rows, S)
+    h = attention_entropy(w)
+    assert h.shape == (rows,) and h.dtype == torch.float64
+    assert (h >= -1e-12).all() and (h <= math.log(S) + 1e-12).all()
+    torch.testing.assert_close(attention_entropy(torch.full((S,), 1.0 / S, dtype=torch.float64)),
+                               torch.tensor(math.log(S), dtype=torch.float64))  # uniform: ln S
+    assert attention_entropy(torch.eye(S, dtype=torch.float64)).abs().max() == 0  # one-hot: 0, with 0 ln 0 = 0
+    manual = -(w * w.log()).sum(-1)
+    torch.testing.assert_close(h, manual)

@@ -17,6 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..attention import attention_entropy
 from ..data.toy import FEATURES
 
 __all__ = ["Explorer", "DPI"]
@@ -57,8 +58,8 @@ def _png(figure: Figure) -> bytes:
 
 
 def _entropy(weights: torch.Tensor) -> float:
-    """Entropy in nats of a weight vector; 0 * log 0 counts as 0."""
-    return float(-torch.special.xlogy(weights, weights).sum())
+    """Entropy in nats of a weight vector (for display); 0 * log 0 counts as 0."""
+    return float(attention_entropy(weights.reshape(-1)))
 
 
 class Explorer(widgets.VBox):
