@@ -32,10 +32,13 @@ namespace flag; ``clone3`` gets ``ENOSYS`` so that the C library falls back to `
 threads), ``execve``, ``ptrace``, ``process_vm_readv/writev``, ``pidfd_getfd``, new namespaces
 (``unshare``, ``setns``), mounts (old and new API), ``chroot``, ``perf_event_open``, ``bpf``,
 ``userfaultfd``, keyrings, kernel modules and ``kexec``, ``open_by_handle_at``, ``io_uring``,
-``socket`` (any family: no TCP, UDP or unix socket at all), and signals to any process but
+``socket`` (any family: no TCP, UDP or unix socket at all), extended attributes, and signals to any process but
 itself (``kill`` only to 0, its own pid or its own process group; ``tgkill`` and
 ``rt_(tg)sigqueueinfo`` only to itself; no ``tkill`` or ``pidfd_send_signal``). Any other
-architecture's system calls (i386 through ``int 0x80``, x32) are refused too. It overlaps with
+architecture's system calls (i386 through ``int 0x80``, x32) are refused too. ``chmod`` and
+``chown`` (every variant) return success and change nothing: Landlock does not guard a file's
+mode or owner (a read-only descriptor of a course_lib file is enough for ``fchmod``), and
+``shutil.copy`` of honest code, which copies a mode, keeps working in the sandbox. It overlaps with
 Landlock on purpose: on a kernel with Landlock ABI < 4 or < 6, it alone closes TCP and signals.
 
 What neither layer bounds is CPU, memory and file size: the worker's resource limits and the
@@ -107,7 +110,8 @@ class _PathBeneath(ctypes.Structure):
 def _kernel_abi() -> int:
     if sys.platform != "linux":
         return 0
-    abi = _syscall(ctypes.c_long(_NR_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    abi = _syscall(ctypes.c_long(_NR_CREATE_RULESET), None, ctypes.c_size_t(0),
+                   ctypes.c_uint32(_CREATE_RULESET_VERSION))
     return max(int(abi), 0)  # -1 with ENOSYS (no Landlock) or EOPNOTSUPP (disabled at boot)
 
 
@@ -195,7 +199,8 @@ def _check_read_paths(read_paths, denied) -> list[str]:
 
 
 def _restrict_landlock(sandbox: str, read_paths: list[str], abi: int) -> None:
-    fs = _FS_ABI1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0) | (_FS_IOCTL_DEV if abi >= 5 else 0)
+    fs = _FS_ABI1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
+    fs |= _FS_IOCTL_DEV if abi >= 5 else 0
     net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0
     scoped = (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0
     fields = [fs] + ([net] if abi >= 4 else []) + ([scoped] if abi >= 6 else [])
@@ -243,6 +248,12 @@ _SYSCALLS = {  # name: (x86_64, aarch64); None where the architecture has no suc
     "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
     "open_by_handle_at": (304, 265), "io_uring_setup": (425, 425), "io_uring_enter": (426, 426),
     "io_uring_register": (427, 427), "socket": (41, 198), "tkill": (200, 130), "pidfd_send_signal": (424, 424),
+    "setxattr": (188, 5), "lsetxattr": (189, 6), "fsetxattr": (190, 7), "removexattr": (197, 14),
+    "lremovexattr": (198, 15), "fremovexattr": (199, 16),
+}
+_NO_OPS = {  # succeed without doing anything: Landlock (ABI <= 7) does not guard file modes and owners
+    "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452),
+    "chown": (92, None), "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54),
 }
 _CLONE, _CLONE3 = (56, 220), (435, 435)
 _KILL, _TGKILL, _SIGQUEUE, _TGSIGQUEUE = (62, 129), (234, 131), (129, 138), (297, 240)
@@ -275,6 +286,7 @@ def _seccomp_program(machine: str, pid: int) -> list[tuple[int, int, int, int]]:
               (_SIGQUEUE[col], only_self([pid])),
               (_TGSIGQUEUE[col], only_self([pid]))]
     blocks += [(nrs[col], [(_RET, 0, 0, deny)]) for nrs in _SYSCALLS.values() if nrs[col] is not None]
+    blocks += [(nrs[col], [(_RET, 0, 0, _RET_ERRNO | 0)]) for nrs in _NO_OPS.values() if nrs[col] is not None]
     for nr, block in blocks:
         prog.append((_JEQ, 0, len(block), nr))
         prog += block

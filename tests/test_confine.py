@@ -180,12 +180,25 @@ def snapshot(root: Path) -> dict[str, bytes]:
 # ---- files --------------------------------------------------------------------------------
 
 
+def c_chmod(path: str) -> dict:
+    """chmod by path and fchmod through a read-only descriptor (which Landlock alone allows)."""
+    out = {"chmod": _call(_libc.chmod(path.encode(), 0o777))}
+    fd = _libc.open(path.encode(), os.O_RDONLY)
+    out["fchmod"] = _call(_libc.fchmod(fd, 0o606)) if fd >= 0 else _call(fd)
+    return out
+
+
 def _file_attacks(t: dict, real_target: str):
     repo, sandbox = t["repo"], t["sandbox"]
     solution = repo / "solutions" / "01_dot_products.ipynb"
 
     def attack():
+        symlinked = _call(_libc.symlink(str(solution).encode(), str(sandbox / "link").encode()))
         return {
+            "link_solution_into_sandbox": _call(_libc.link(str(solution).encode(), str(sandbox / "hard").encode())),
+            "rename_output_into_sandbox": _call(_libc.rename(str(t["out"] / "grades.csv").encode(),
+                                                             str(sandbox / "grades.csv").encode())),
+            "read_solution_via_symlink": c_read(str(sandbox / "link")) if symlinked["ret"] == 0 else symlinked,
             "write_course_lib_new": c_write(str(repo / "course_lib" / "evil.py")),
             "write_course_lib_existing": c_write(str(repo / "course_lib" / "__init__.py")),
             "write_real_course_lib": c_write(real_target),
@@ -202,6 +215,7 @@ def _file_attacks(t: dict, real_target: str):
             "write_sandbox": c_write(str(sandbox / "scratch.txt")),
             "read_course_lib": c_read(str(repo / "course_lib" / "__init__.py")),
             "write_dev_null": c_write("/dev/null"),
+            "chmod_course_lib": c_chmod(str(repo / "course_lib" / "__init__.py")),
         }
 
     return attack
@@ -214,18 +228,28 @@ def test_native_code_cannot_write_or_read_outside_the_sandbox(tree, mode):
     real_target = str(ROOT / "course_lib" / f"evil_{uuid.uuid4().hex}.py")
     before = snapshot(t["tmp"])
     real_before = snapshot(ROOT / "course_lib")
+
+    mode_before = (t["repo"] / "course_lib" / "__init__.py").stat().st_mode
     got = in_child(_file_attacks(t, real_target), mode, str(t["sandbox"]), t["read_paths"])
 
-    refused = [k for k in got if not k.startswith(("write_sandbox", "read_course_lib", "write_dev_null"))]
-    for key in refused:
-        assert got[key]["ret"] == -1 and got[key]["errno"] == errno.EACCES, (key, got[key])
+    allowed = ("write_sandbox", "read_course_lib", "write_dev_null", "chmod_course_lib")
+    for key in (k for k in got if k not in allowed):
+        expected = (errno.EACCES, errno.EXDEV) if key.startswith(("link", "rename")) else (errno.EACCES,)
+        assert got[key]["ret"] == -1 and got[key]["errno"] in expected, (key, got[key])
         assert "data" not in got[key]
     assert got["write_sandbox"]["ret"] >= 0 and got["write_dev_null"]["ret"] >= 0
     assert got["read_course_lib"]["data"] == "ORIGINAL = True\n"
     after = snapshot(t["tmp"])
     assert after.pop("workspace/course-grade-alice/scratch.txt") == b"pwned\n"
+    assert os.readlink(t["sandbox"] / "link") == str(t["repo"] / "solutions" / "01_dot_products.ipynb")
+    after.pop("workspace/course-grade-alice/link")  # a symlink in its own folder is allowed; reading through it is not
     assert after == before  # no new file, every file unchanged
     assert not os.path.exists(real_target) and snapshot(ROOT / "course_lib") == real_before
+    mode_after = (t["repo"] / "course_lib" / "__init__.py").stat().st_mode
+    if mode == "full":  # seccomp turns chmod into a no-op
+        assert mode_after == mode_before and got["chmod_course_lib"]["fchmod"]["ret"] == 0
+    else:  # Landlock alone does not guard modes: the gap the seccomp layer closes
+        assert mode_after & 0o777 == 0o606
 
 
 def test_the_same_file_attacks_succeed_without_confinement(tree):
@@ -239,6 +263,9 @@ def test_the_same_file_attacks_succeed_without_confinement(tree):
     assert got["write_course_lib_new"]["ret"] >= 0 and (t["repo"] / "course_lib" / "evil.py").read_text() == "pwned\n"
     assert (t["out"] / "grades.csv").read_text() == "pwned\n"
     assert got["list_real_home"]["ret"] >= 0
+    assert got["read_solution_via_symlink"]["data"] == SECRET.decode()
+    assert got["link_solution_into_sandbox"]["ret"] == 0 and got["rename_output_into_sandbox"]["ret"] == 0
+    assert (t["repo"] / "course_lib" / "__init__.py").stat().st_mode & 0o777 == 0o606
 
 
 # ---- network, signals, ptrace, processes -----------------------------------------------------
