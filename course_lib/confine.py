@@ -35,10 +35,11 @@ threads), ``execve``, ``ptrace``, ``process_vm_readv/writev``, ``pidfd_getfd``, 
 ``socket`` (any family: no TCP, UDP or unix socket at all), extended attributes, and signals to any process but
 itself (``kill`` only to 0, its own pid or its own process group; ``tgkill`` and
 ``rt_(tg)sigqueueinfo`` only to itself; no ``tkill`` or ``pidfd_send_signal``). Any other
-architecture's system calls (i386 through ``int 0x80``, x32) are refused too. ``chmod`` and
-``chown`` (every variant) return success and change nothing: Landlock does not guard a file's
-mode or owner (a read-only descriptor of a course_lib file is enough for ``fchmod``), and
-``shutil.copy`` of honest code, which copies a mode, keeps working in the sandbox. It overlaps with
+architecture's system calls (i386 through ``int 0x80``, x32) are refused too. ``chmod``,
+``chown`` and ``utime`` (every variant) return success and change nothing: Landlock does not
+guard a file's mode, owner or times (a read-only descriptor of a course_lib file is enough for
+``fchmod``; a path is enough for ``utimes``), and honest code's ``shutil.copy2`` or
+``Path.touch`` in the sandbox, which set a mode or a time, keeps working. It overlaps with
 Landlock on purpose: on a kernel with Landlock ABI < 4 or < 6, it alone closes TCP and signals.
 
 What neither layer bounds is CPU, memory and file size: the worker's resource limits and the
@@ -251,9 +252,10 @@ _SYSCALLS = {  # name: (x86_64, aarch64); None where the architecture has no suc
     "setxattr": (188, 5), "lsetxattr": (189, 6), "fsetxattr": (190, 7), "removexattr": (197, 14),
     "lremovexattr": (198, 15), "fremovexattr": (199, 16),
 }
-_NO_OPS = {  # succeed without doing anything: Landlock (ABI <= 7) does not guard file modes and owners
+_NO_OPS = {  # succeed without doing anything: Landlock (ABI <= 7) does not guard modes, owners and times
     "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452),
     "chown": (92, None), "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54),
+    "utime": (132, None), "utimes": (235, None), "futimesat": (261, None), "utimensat": (280, 88),
 }
 _CLONE, _CLONE3 = (56, 220), (435, 435)
 _KILL, _TGKILL, _SIGQUEUE, _TGSIGQUEUE = (62, 129), (234, 131), (129, 138), (297, 240)

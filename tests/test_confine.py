@@ -185,6 +185,8 @@ def c_chmod(path: str) -> dict:
     out = {"chmod": _call(_libc.chmod(path.encode(), 0o777))}
     fd = _libc.open(path.encode(), os.O_RDONLY)
     out["fchmod"] = _call(_libc.fchmod(fd, 0o606)) if fd >= 0 else _call(fd)
+    times = (ctypes.c_long * 4)(1_000_000_000, 0, 1_000_000_000, 0)  # struct timeval[2]: 2001-09-09
+    out["utimes"] = _call(_libc.utimes(path.encode(), times))
     return out
 
 
@@ -229,7 +231,7 @@ def test_native_code_cannot_write_or_read_outside_the_sandbox(tree, mode):
     before = snapshot(t["tmp"])
     real_before = snapshot(ROOT / "course_lib")
 
-    mode_before = (t["repo"] / "course_lib" / "__init__.py").stat().st_mode
+    stat_before = (t["repo"] / "course_lib" / "__init__.py").stat()
     got = in_child(_file_attacks(t, real_target), mode, str(t["sandbox"]), t["read_paths"])
 
     allowed = ("write_sandbox", "read_course_lib", "write_dev_null", "chmod_course_lib")
@@ -245,11 +247,12 @@ def test_native_code_cannot_write_or_read_outside_the_sandbox(tree, mode):
     after.pop("workspace/course-grade-alice/link")  # a symlink in its own folder is allowed; reading through it is not
     assert after == before  # no new file, every file unchanged
     assert not os.path.exists(real_target) and snapshot(ROOT / "course_lib") == real_before
-    mode_after = (t["repo"] / "course_lib" / "__init__.py").stat().st_mode
-    if mode == "full":  # seccomp turns chmod into a no-op
-        assert mode_after == mode_before and got["chmod_course_lib"]["fchmod"]["ret"] == 0
-    else:  # Landlock alone does not guard modes: the gap the seccomp layer closes
-        assert mode_after & 0o777 == 0o606
+    stat_after = (t["repo"] / "course_lib" / "__init__.py").stat()
+    if mode == "full":  # seccomp turns chmod and utimes into no-ops
+        assert got["chmod_course_lib"]["fchmod"]["ret"] == 0 and got["chmod_course_lib"]["utimes"]["ret"] == 0
+        assert (stat_after.st_mode, stat_after.st_mtime_ns) == (stat_before.st_mode, stat_before.st_mtime_ns)
+    else:  # Landlock alone does not guard modes and times: the gap the seccomp layer closes
+        assert stat_after.st_mode & 0o777 == 0o606 and stat_after.st_mtime == 1_000_000_000
 
 
 def test_the_same_file_attacks_succeed_without_confinement(tree):
@@ -266,6 +269,7 @@ def test_the_same_file_attacks_succeed_without_confinement(tree):
     assert got["read_solution_via_symlink"]["data"] == SECRET.decode()
     assert got["link_solution_into_sandbox"]["ret"] == 0 and got["rename_output_into_sandbox"]["ret"] == 0
     assert (t["repo"] / "course_lib" / "__init__.py").stat().st_mode & 0o777 == 0o606
+    assert (t["repo"] / "course_lib" / "__init__.py").stat().st_mtime == 1_000_000_000
 
 
 # ---- network, signals, ptrace, processes -----------------------------------------------------
@@ -411,7 +415,9 @@ fig.savefig(os.path.join(sandbox, "plot.png"))
 weights = torch.softmax(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
 ax = plot_attention(weights, ["q0", "q1", "q2"], ["k0", "k1", "k2", "k3"])
 ax.figure.savefig(os.path.join(sandbox, "attention.png"))
-import tempfile
+import pathlib, shutil, tempfile
+shutil.copy2(os.path.join(sandbox, "plot.png"), os.path.join(sandbox, "copy.png"))
+pathlib.Path(sandbox, "copy.png").touch()
 with tempfile.NamedTemporaryFile(dir=None) as f:
     tmp_inside = os.path.dirname(f.name) == sandbox
 print(json.dumps({"applied": applied, "tmp_inside": tmp_inside, "mpl": matplotlib.get_cachedir()}))
@@ -430,7 +436,7 @@ def test_honest_code_imports_plots_and_saves_while_confined(tree):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["applied"] == {"landlock_abi": ABI, "seccomp": True}
     assert report["tmp_inside"] and report["mpl"] == sandbox
-    for name in ("plot.png", "attention.png"):
+    for name in ("plot.png", "attention.png", "copy.png"):
         assert (tree["sandbox"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Permission denied" not in proc.stderr and "Error in cpuinfo" not in proc.stderr, proc.stderr
 
