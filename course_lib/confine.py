@@ -61,8 +61,8 @@ import struct
 import sys
 import sysconfig
 
-__all__ = ["ISOLATION_CHOICES", "ConfinementUnavailable", "available", "confine", "default_read_paths",
-           "resolve_isolation"]
+__all__ = ["ABI_ENV", "ISOLATION_CHOICES", "ConfinementUnavailable", "available", "confine", "confine_worker",
+           "default_read_paths", "resolve_isolation"]
 
 ISOLATION_CHOICES = ("auto", "landlock", "none")
 ABI_ENV = "COURSE_LANDLOCK_ABI"  # an integer overrides the detected ABI (0: act as if Landlock were absent)
@@ -95,12 +95,18 @@ class ConfinementUnavailable(RuntimeError):
     """The requested isolation is not offered by this kernel (see the message for what to do)."""
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_prctl = _libc.prctl
-_prctl.restype = ctypes.c_int
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+def _syscall(*args) -> int:
+    """libc's syscall(2); looked up on first use, so that importing this module works everywhere."""
+    fn = ctypes.CDLL(None, use_errno=True).syscall
+    fn.restype = ctypes.c_long
+    return fn(*args)
+
+
+def _prctl(option: int, arg2: int, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    fn = ctypes.CDLL(None, use_errno=True).prctl
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return fn(option, arg2, arg3, arg4, arg5)
 
 
 class _PathBeneath(ctypes.Structure):
