@@ -40,6 +40,7 @@ import warnings
 
 import torch
 
+from course_lib import confine as _confine
 from course_lib.checks import core as _core
 
 _MAX_TEXT = 500  # characters kept of an error message or a returned string
@@ -283,7 +284,7 @@ def _learner_callable(name: str, fn, check: str, seed: int):
     raise LookupError(f"{check} did not check an exercise named {name!r}")
 
 
-def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool) -> None:
+def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, isolation: str = "landlock") -> None:
     """Run the job in the current directory (see the module doc); always ends with os._exit."""
     _limit_resources(memory_mb, cpu_s, fsize_mb)
     torch.set_num_threads(1)
@@ -311,6 +312,7 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool) -> 
         with open(progress_path, "w", encoding="utf-8") as f:
             f.write(text)
 
+    _confine.confine_worker(sandbox, isolation, list(job["denied"]))  # Landlock + seccomp: see course_lib.confine
     sys.stdout, sys.stderr = stdout, stderr
     _install_audit_hook(sandbox, list(job["denied"]), violations)
 
@@ -379,7 +381,8 @@ def _child(request: dict) -> None:
         os.dup2(err, 2)
         os.close(null)
         os.close(err)
-        run_job(int(request["memory"]), int(request["cpu"]), int(request["fsize"]), bool(request["trusted"]))
+        run_job(int(request["memory"]), int(request["cpu"]), int(request["fsize"]), bool(request["trusted"]),
+                str(request.get("isolation", "landlock")))
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
     os._exit(70)
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     options = dict(zip(argv[::2], argv[1::2]))
     run_job(int(options["--memory"]), int(options["--cpu"]), int(options["--fsize"]),
-            options.get("--trusted-pickle") == "1")
+            options.get("--trusted-pickle") == "1", options.get("--isolation", "landlock"))
 
 
 if __name__ == "__main__":
