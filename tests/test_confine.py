@@ -1,4 +1,4 @@
-"""OS-level confinement of the grading worker (course_lib.confine): real attacks, no mocks.
+"""OS-level confinement of the grading worker (course_lib.grading.confine): real attacks, no mocks.
 
 Each test forks a child that confines itself and then attacks through ctypes calls into the C
 library (not Python's ``open``, which the audit hook would see): it writes into course_lib/ and
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import confine
+from course_lib.grading import confine
 
 ROOT = Path(__file__).resolve().parent.parent
 ABI = confine.available()
@@ -402,7 +402,7 @@ def test_a_fork_bomb_makes_no_process_and_threads_still_work(tree):
 HONEST = r"""
 import os, sys, json
 import torch, numpy
-from course_lib import confine
+from course_lib.grading import confine
 sandbox = sys.argv[1]
 applied = confine.confine_worker(sandbox, "landlock", denied=sys.argv[2:])
 import matplotlib
@@ -513,14 +513,14 @@ libc.close(out)
 @needs_landlock
 @pytest.mark.parametrize("isolation", [None, "none"])
 def test_the_grading_worker_confines_the_submission_by_default(tree, isolation):
-    """``python -m course_lib.grading_worker`` without ``--isolation`` confines; ``--isolation none`` does not."""
+    """``python -m course_lib.grading.worker`` without ``--isolation`` confines; ``--isolation none`` does not."""
     import torch
 
     solution = tree["repo"] / "solutions" / "01_dot_products.ipynb"
     sandbox = tree["sandbox"]
     cells = [(0, f"SOLUTION = {str(solution)!r}\n" + WORKER_ATTACK)]
     torch.save({"cells": cells, "exercises": [], "denied": tree["denied"], "max_numel": 1000}, sandbox / "job.pt")
-    command = [sys.executable, "-s", "-m", "course_lib.grading_worker", "--memory", "2048", "--cpu", "60",
+    command = [sys.executable, "-s", "-m", "course_lib.grading.worker", "--memory", "2048", "--cpu", "60",
                "--fsize", "16", "--trusted-pickle", "0"] + ([] if isolation is None else ["--isolation", isolation])
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "HOME": str(tree["home"]), "MPLBACKEND": "Agg"}

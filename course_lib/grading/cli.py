@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 
+from .confine import ISOLATION_CHOICES, ConfinementUnavailable, resolve_isolation
 from .discovery import _one_line, discover_chapters, find_submissions
 from .report import write_feedback, write_grades
 from .sandbox import ForkServer, Settings
@@ -27,7 +28,7 @@ from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMO
 
 def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY_MB,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
-          fork_server: bool = True) -> list[Row]:
+          fork_server: bool = True, isolation: str = "auto") -> list[Row]:
     """Grade every submission and write ``out/grades.csv`` and ``out/feedback/``.
 
     Args:
@@ -41,11 +42,17 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         progress: show a progress bar on stderr.
         fork_server: fork each sandbox process from one that has imported torch already (about 2 s
             saved per notebook); False starts a fresh Python process for each notebook.
+        isolation: "auto" or "landlock": the operating system confines each worker (Landlock and
+            seccomp, :mod:`course_lib.grading.confine`); "none": only the Python audit hook and
+            resource limits (native code can then read solutions/: use it knowingly).
     Returns:
         the rows, sorted by student and notebook.
+    Raises:
+        ConfinementUnavailable: if isolation is "auto" or "landlock" and the kernel has no Landlock.
     """
     from tqdm import tqdm
 
+    isolation = resolve_isolation(isolation)  # before any work: refuse early, with what to do
     warnings.filterwarnings("ignore", module="nbformat")
     solutions = (solutions or ROOT / "solutions").resolve()
     out = out.resolve()
@@ -55,7 +62,7 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     labels.update({str(solutions): "<solutions>", str(out): "<output>"})
     workspace = tempfile.mkdtemp(prefix="course-grade-run-")  # sandboxes in here; each may read only its own
     labels[workspace] = "<sandboxes>"
-    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace)
+    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace, isolation=isolation)
     rows: list[Row] = []
     try:
         if fork_server and subs:
@@ -101,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"seed of the grader's inputs; keep yours private (default {DEFAULT_SEED})")
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
+                        help="how each worker is confined: auto (the strongest layer the kernel offers: Landlock "
+                             "+ seccomp), landlock, or none (resource limits and an audit hook only; native code "
+                             "can read solutions/: use it knowingly, or run the container recipe in the README)")
     args = parser.parse_args(argv)
     for path in args.submissions:
         if not path.exists():
@@ -120,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     if not find_submissions(args.submissions, exclude=[out]):
         parser.error("no notebooks found in " + ", ".join(str(p) for p in args.submissions))
+    try:
+        resolve_isolation(args.isolation)
+    except ConfinementUnavailable as exc:
+        print(f"course-grade: {exc}", file=sys.stderr)
+        return 2
     rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
-                 seed=args.seed, solutions=args.solutions, progress=not args.no_progress)
+                 seed=args.seed, solutions=args.solutions, progress=not args.no_progress, isolation=args.isolation)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1

@@ -51,6 +51,7 @@ class Settings:
     labels: dict[str, str] = field(default_factory=dict)  # grader paths -> what feedback shows instead
     workspace: str | None = None  # the folder holding every sandbox of this run (denied to the others)
     server: ForkServer | None = None  # forks the sandbox processes; None: start each one afresh
+    isolation: str = "landlock"  # "landlock" (Landlock + seccomp, see confine.py) or "none", resolved already
 
     def relabel(self, text: str) -> str:
         """``text`` with the grader's own paths replaced by labels (<solutions>, <output>, ...)."""
@@ -67,7 +68,7 @@ def run_worker(cells: list[tuple[int, str]], chapter: Chapter, settings: Setting
                "max_numel": MAX_OUTCOME_NUMEL}
         torch.save(job, sandbox / "job.pt")
         limits = {"memory": settings.memory, "cpu": settings.timeout, "fsize": FILE_SIZE_MB,
-                  "trusted": chapter.trusted_pickle}
+                  "trusted": chapter.trusted_pickle, "isolation": settings.isolation}
         outcome = None
         if settings.server is not None:
             try:
@@ -90,7 +91,7 @@ def _run_fresh_process(sandbox: Path, limits: dict, timeout: int) -> tuple[int |
     """Run the job in a new ``python -m course_lib.grading.worker`` process; (return code, timed out)."""
     command = [sys.executable, "-s", "-m", "course_lib.grading.worker", "--memory", str(limits["memory"]),
                "--cpu", str(limits["cpu"]), "--fsize", str(limits["fsize"]),
-               "--trusted-pickle", "1" if limits["trusted"] else "0"]
+               "--trusted-pickle", "1" if limits["trusted"] else "0", "--isolation", limits["isolation"]]
     with open(sandbox / "stderr.txt", "wb") as stderr:
         proc = subprocess.Popen(command, cwd=sandbox, env=_worker_env(sandbox), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, close_fds=True)

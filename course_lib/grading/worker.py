@@ -40,7 +40,7 @@ import warnings
 
 import torch
 
-from course_lib import confine as _confine
+from course_lib.grading import confine as _confine
 from course_lib.checks import core as _core
 
 _MAX_TEXT = 500  # characters kept of an error message or a returned string
@@ -312,7 +312,7 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, iso
         with open(progress_path, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _confine.confine_worker(sandbox, isolation, list(job["denied"]))  # Landlock + seccomp: see course_lib.confine
+    _confine.confine_worker(sandbox, isolation, list(job["denied"]))  # Landlock + seccomp: see course_lib.grading.confine
     sys.stdout, sys.stderr = stdout, stderr
     _install_audit_hook(sandbox, list(job["denied"]), violations)
 

@@ -1,6 +1,6 @@
 """OS-level confinement of a grading worker: Landlock for files and TCP, seccomp for the rest.
 
-The grading worker's audit hook (:mod:`course_lib.grading_worker`) only sees what Python code
+The grading worker's audit hook (:mod:`course_lib.grading.worker`) only sees what Python code
 does; native code (``ctypes.CDLL(None).open(...)``, ``kill``, ``ptrace``, ``fork``) walks around
 it. :func:`confine` makes the kernel refuse the same things, to the current process and to
 anything it could start, for good: nothing here can be undone, not even by the process itself.
@@ -45,7 +45,7 @@ Landlock on purpose: on a kernel with Landlock ABI < 4 or < 6, it alone closes T
 What neither layer bounds is CPU, memory and file size: the worker's resource limits and the
 grader's timeout (which kills the whole process group) do.
 
-Taught in: not taught; used by ``course-grade`` (:mod:`course_lib.grading_worker`).
+Taught in: not taught; used by ``course-grade`` (:mod:`course_lib.grading.worker`).
 Source: Linux kernel documentation, ``Documentation/userspace-api/landlock.rst`` (ABI versions
 1-7, "Backward and forward compatibility") and ``Documentation/userspace-api/seccomp_filter.rst``.
 """
