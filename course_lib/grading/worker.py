@@ -126,6 +126,14 @@ def _install_audit_hook(sandbox: str, denied: list[str], violations: list[str]) 
         "os.symlink": "creating a symlink", "resource.setrlimit": "changing the resource limits",
         "resource.prlimit": "changing the resource limits", "webbrowser.open": "opening a browser",
     }
+    # Native code: the kernel (Landlock, seccomp: confine.py) stops what these libc functions would
+    # do; looking one up through ctypes is also recorded here, so the row says what was attempted.
+    native = {"open", "open64", "openat", "openat64", "creat", "creat64", "fopen", "fopen64", "write", "pwrite",
+              "unlink", "unlinkat", "rename", "renameat", "mkdir", "rmdir", "chmod", "fchmod", "chown", "link",
+              "symlink", "truncate", "socket", "connect", "bind", "kill", "tgkill", "ptrace", "fork", "vfork",
+              "clone", "clone3", "syscall", "execve", "execv", "execvp", "system", "popen", "posix_spawn",
+              "prctl", "setrlimit", "prlimit", "unshare", "setns", "mount", "dlopen", "process_vm_readv",
+              "process_vm_writev"}
     state = {"busy": False}
 
     def resolve(path):
@@ -156,7 +164,7 @@ def _install_audit_hook(sandbox: str, denied: list[str], violations: list[str]) 
         if state["busy"]:
             return
         if event not in writes and event not in pairs and event not in listings and event not in refused \
-                and event not in ("open", "os.kill", "os.killpg"):
+                and event not in ("open", "os.kill", "os.killpg", "ctypes.dlsym"):
             return
         state["busy"] = True
         try:
@@ -176,6 +184,11 @@ def _install_audit_hook(sandbox: str, denied: list[str], violations: list[str]) 
             elif event in ("os.kill", "os.killpg"):
                 if args[0] not in (getpid(), 0):
                     refuse("signalling another process")
+            elif event == "ctypes.dlsym":
+                name = args[1] if len(args) > 1 else None
+                name = fsdecode(name) if isinstance(name, (bytes, str)) else None
+                if name in native:
+                    refuse(f"calling the C library's {name}() through ctypes")
             else:
                 refuse(refused[event])
         finally:
