@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from . import _validate as v
 
-__all__ = ["dot_product_scores", "softmax", "scaled_dot_product_attention", "attention_entropy"]
+__all__ = ["dot_product_scores", "softmax", "scaled_dot_product_attention", "attention_entropy", "AdditiveAttention"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -287,3 +288,126 @@ def attention_entropy(weights: torch.Tensor, dim: int = -1) -> torch.Tensor:
     v.tensor(weights, "weights", "attention_entropy", min_dim=1, floating=True)
     return -torch.special.xlogy(weights, weights).sum(dim=dim)
 
+
+
+class AdditiveAttention(nn.Module):
+    """Additive (Bahdanau) attention: a small feed-forward network scores each query-key pair.
+
+    Before the dot product became the norm, Bahdanau et al. scored a query ``q`` (the decoder
+    state) against a key ``k`` (an encoder state) with one hidden layer::
+
+        score(q, k) = w_v^T tanh(W_query q + W_key k)
+
+    then took the softmax over the keys and the weighted sum of the values, exactly as in
+    :func:`scaled_dot_product_attention`. Query and key may have different sizes (``Eq`` and
+    ``Ek``), and the score is not bilinear: ``tanh`` lets it saturate. The price is memory and
+    time: the (..., L, S, hidden_dim) tensor of hidden features is built before it is reduced
+    to the (..., L, S) scores, where the dot product goes straight to (..., L, S) with one
+    matrix product (``benchmarks/additive_vs_dot.py`` measures both).
+
+    Masks follow :func:`scaled_dot_product_attention`: a boolean mask means True = may attend,
+    a float mask is added to the scores, and a query whose keys are all masked gets zeros
+    (output and weights), never NaN. Nothing reads a tensor's values on the host (the module
+    runs on the ``meta`` device).
+
+    Args:
+        query_dim: Eq, the size of a query vector (the paper's decoder state size n).
+        key_dim: Ek, the size of a key vector (2n in the paper: a bidirectional encoder).
+        hidden_dim: the size of the hidden layer (n' in the paper).
+    Attributes:
+        W_query: nn.Linear(query_dim, hidden_dim, bias=False) (the paper's W_a).
+        W_key: nn.Linear(key_dim, hidden_dim, bias=False) (the paper's U_a).
+        w_v: nn.Linear(hidden_dim, 1, bias=False) (the paper's v_a).
+    Shape:
+        query (..., L, Eq), key (..., S, Ek), value (..., S, Ev), attn_mask broadcastable to
+        (..., L, S) -> out (..., L, Ev), weights (..., L, S).
+    Raises:
+        TypeError: if a size is not an int; in forward, if an input is not a floating tensor in
+            the parameters' dtype or attn_mask has a wrong dtype.
+        ValueError: if a size is not positive; in forward, if a feature size differs from the
+            module's, S differs between key and value, batch dims do not broadcast, attn_mask
+            has a wrong shape, or the tensors are not on the parameters' device.
+    Taught in: notebooks/02_softmax.ipynb (a score function other than the dot product) and
+        notebooks/06_cross_attention.ipynb (the encoder-decoder setting it was made for).
+    Source: Bahdanau, Cho & Bengio 2015, "Neural Machine Translation by Jointly Learning to
+        Align and Translate", sec. 3.1 (eq. 5-6) and appendix A.1.2 (e_ij = v_a^T tanh(W_a
+        s_{i-1} + U_a h_j)).
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        fn = "AdditiveAttention"
+        self.query_dim = v.positive_int(query_dim, "query_dim", fn)
+        self.key_dim = v.positive_int(key_dim, "key_dim", fn)
+        self.hidden_dim = v.positive_int(hidden_dim, "hidden_dim", fn)
+        self.W_query = nn.Linear(self.query_dim, self.hidden_dim, bias=False)
+        self.W_key = nn.Linear(self.key_dim, self.hidden_dim, bias=False)
+        self.w_v = nn.Linear(self.hidden_dim, 1, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
+
+    def _check(self, query, key, value, attn_mask) -> None:
+        fn = "AdditiveAttention.forward"
+        for name, t, dim, dim_name in (("query", query, self.query_dim, "L, query_dim"),
+                                       ("key", key, self.key_dim, "S, key_dim"), ("value", value, None, "S, Ev")):
+            v.tensor(t, name, fn, min_dim=2, floating=True)
+            if dim is not None and t.shape[-1] != dim:
+                raise ValueError(f"{fn}: {name} must be (..., {dim_name}={dim}), got shape {v.shape_str(t)}")
+        weight = self.W_query.weight
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if t.dtype != weight.dtype:
+                raise TypeError(
+                    f"{fn}: {name} has dtype {t.dtype} but the module's parameters are {weight.dtype}; "
+                    f"convert one of them (module.to({t.dtype}) or {name}.to({weight.dtype}))"
+                )
+        if key.shape[-2] != value.shape[-2]:
+            raise ValueError(
+                f"{fn}: key (..., S, Ek) and value (..., S, Ev) must share S, got key {v.shape_str(key)} "
+                f"and value {v.shape_str(value)}"
+            )
+        v.broadcast_batch(query, key, ("query", "key"), fn)
+        v.broadcast_batch(key, value, ("key", "value"), fn)
+        if attn_mask is not None:
+            _check_mask(attn_mask, query, key, fn)
+        v.same_device(fn, query=query, key=key, value=value, attn_mask=attn_mask, parameters=weight)
+
+    def scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """The unnormalised scores ``w_v^T tanh(W_query q_i + W_key k_j)`` for every pair (i, j).
+
+        Shape: query (..., L, Eq), key (..., S, Ek) -> (..., L, S).
+        """
+        q = self.W_query(query)  # (..., L, Eq) @ (Eq, hidden) -> (..., L, hidden)
+        k = self.W_key(key)  # (..., S, Ek) @ (Ek, hidden) -> (..., S, hidden)
+        features = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))  # (..., L, 1, h) + (..., 1, S, h) -> (..., L, S, h)
+        return self.w_v(features).squeeze(-1)  # (..., L, S, h) @ (h, 1) -> (..., L, S, 1) -> (..., L, S)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attn_mask: torch.Tensor | None = None):
+        """Attend from each query to the keys with additive scores; return the output and the weights.
+
+        Args:
+            query: float tensor (..., L, query_dim).
+            key: float tensor (..., S, key_dim).
+            value: float tensor (..., S, Ev). All in the parameters' dtype and on their device.
+            attn_mask: optional, broadcastable to (..., L, S): ``torch.bool`` with True = may
+                attend, or a float tensor in query's dtype added to the scores (0 / -inf).
+        Returns:
+            ``(out, weights)``: out (..., L, Ev), weights (..., L, S) whose rows sum to 1 (all
+            zeros for a row whose keys are all masked, and then its output is zeros too).
+        Shape:
+            query (..., L, Eq), key (..., S, Ek), value (..., S, Ev) -> (..., L, Ev), (..., L, S).
+        Raises:
+            TypeError / ValueError: see the class docstring; messages name the argument and shapes.
+        """
+        self._check(query, key, value, attn_mask)
+        scores = self.scores(query, key)  # (..., L, S)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:  # blocked -> -inf; where() also broadcasts a mask with more dims
+                scores = torch.where(attn_mask, scores, torch.full((), float("-inf"), dtype=scores.dtype,
+                                                                   device=scores.device))  # (..., L, S)
+            else:
+                scores = scores + attn_mask  # additive mask, 0 / -inf
+        weights = softmax(scores, dim=-1)  # (..., L, S); an all -inf row gives zeros, not NaN
+        out = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+        return out, weights

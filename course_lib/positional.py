@@ -34,6 +34,8 @@ __all__ = [
     "apply_rope",
     "alibi_slopes",
     "alibi_bias",
+    "t5_relative_position_bucket",
+    "T5RelativePositionBias",
 ]
 
 
@@ -350,3 +352,141 @@ def alibi_bias(
     distance = (i[:, None] - j[None, :]).clamp(min=0)  # (L, 1) - (1, S) -> (L, S), 0 for future keys
     bias = -slopes[:, None, None] * distance  # (H, 1, 1) * (L, S) -> (H, L, S)
     return (bias + 0.0).to(dtype)  # + 0.0 turns -0.0 into 0.0
+
+
+def t5_relative_position_bucket(
+    relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> torch.Tensor:
+    """T5's bucket of each relative position ``key position - query position``: exact near, logarithmic far.
+
+    T5 learns one bias per head for each *bucket* of offsets rather than for each offset: a
+    small table that still covers long distances.
+
+    - Bidirectional (the encoder): half of the buckets are for keys before the query (offset
+      <= 0) and half, from ``num_buckets // 2`` on, for keys after it (offset > 0). Causal (the
+      decoder): all buckets go to keys at or before the query; a later key (offset > 0, masked
+      anyway) falls in bucket 0 with the offset 0.
+    - Within a half of ``n`` buckets, with distance ``d = |offset|``: the first ``n // 2``
+      buckets hold one distance each (``d = 0, 1, ..., n//2 - 1``); the rest cover distances
+      ``n//2 .. max_distance`` on a log scale, bucket ``n//2 + floor(log(d / (n//2)) /
+      log(max_distance / (n//2)) * (n - n//2))``; every distance from ``max_distance`` on
+      shares the last bucket ``n - 1``.
+
+    The logarithm is taken in float32, as in the reference implementation, so that every
+    bucket equals T5's own (tests/test_t5_bias.py compares with Hugging Face ``transformers``).
+
+    Args:
+        relative_position: integer tensor of any shape: key position minus query position.
+        bidirectional: True for the encoder (keys on both sides), False for causal attention.
+        num_buckets: number of buckets (32 in T5); in the bidirectional case each side gets
+            ``num_buckets // 2``.
+        max_distance: distances from this one on share the last bucket (128 in T5).
+    Returns:
+        int64 tensor of the same shape and device, values in ``[0, num_buckets)``.
+    Shape:
+        (*) -> (*)
+    Raises:
+        TypeError: if relative_position is not an integer tensor, bidirectional is not a bool, or
+            num_buckets or max_distance is not an int.
+        ValueError: if num_buckets or max_distance is not positive, or too small for the scheme
+            (a half of buckets needs at least 2 buckets, and max_distance must exceed its exact range).
+    Taught in: notebooks/07_positional_encoding.ipynb (relative position biases, beside ALiBi).
+    Source: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
+        Text-to-Text Transformer" (T5), sec. 2.1 (32 buckets, logarithmic up to 128).
+    """
+    fn = "t5_relative_position_bucket"
+    v.tensor(relative_position, "relative_position", fn)
+    if relative_position.is_floating_point() or relative_position.is_complex() or relative_position.dtype == torch.bool:
+        raise TypeError(f"{fn}: relative_position must be an integer tensor (key - query positions), "
+                        f"got {relative_position.dtype}")
+    bidirectional = v.flag(bidirectional, "bidirectional", fn)
+    num_buckets = v.positive_int(num_buckets, "num_buckets", fn)
+    max_distance = v.positive_int(max_distance, "max_distance", fn)
+    half = num_buckets // 2 if bidirectional else num_buckets  # buckets for one side
+    exact = half // 2  # distances 0 .. exact-1 get a bucket each
+    if exact < 1 or max_distance <= exact:
+        raise ValueError(
+            f"{fn}: num_buckets={num_buckets} (bidirectional={bidirectional}) leaves {half} buckets per side; "
+            f"it needs at least 2, and max_distance={max_distance} must exceed the exact range {exact}"
+        )
+    offset = relative_position.long()
+    if bidirectional:
+        side = (offset > 0).long() * half  # later keys use the upper half of the buckets
+        distance = offset.abs()
+    else:
+        side = torch.zeros_like(offset)
+        distance = (-offset).clamp(min=0)  # a later key counts as distance 0 (it is masked anyway)
+    # Far distances: log-spaced buckets exact .. half-1. clamp(min=1) only avoids log(0) where the
+    # exact branch is used anyway.
+    ratio = distance.clamp(min=1).float() / exact
+    far = exact + (torch.log(ratio) / math.log(max_distance / exact) * (half - exact)).long()
+    far = far.clamp(max=half - 1)
+    return side + torch.where(distance < exact, distance, far)
+
+
+class T5RelativePositionBias(nn.Module):
+    """T5's learned relative position bias: one scalar per (bucket, head), added to the scores.
+
+    ``bias[h, i, j] = embedding[bucket(j - i), h]``, with :func:`t5_relative_position_bucket`.
+    T5 adds it to the query-key scores of every layer (it is computed once, in the first
+    layer, and shared by all) and uses no position vectors at all; it does not scale the scores
+    by 1/sqrt(d_k) either. Like ALiBi, it depends only on the offset ``j - i``, so a model can
+    be run on longer sequences than it saw, every distance beyond ``max_distance`` sharing one bias.
+
+    Args:
+        num_heads: H.
+        num_buckets: number of buckets (32 in T5).
+        max_distance: distances from this one on share the last bucket (128 in T5).
+        bidirectional: True for the encoder, False for the decoder's causal self-attention.
+    Attributes:
+        relative_attention_bias: nn.Embedding(num_buckets, num_heads), initialised N(0, 1)
+            (nn.Embedding's default); entry [b, h] is head h's bias for bucket b.
+    Shape:
+        forward(L, S) -> (H, L, S), in the embedding's dtype and on its device.
+    Raises:
+        TypeError / ValueError: for bad sizes, as :func:`t5_relative_position_bucket`.
+    Taught in: notebooks/07_positional_encoding.ipynb.
+    Source: Raffel et al. 2020 (T5), sec. 2.1; the reference code's ``T5Attention.compute_bias``.
+    """
+
+    def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
+        super().__init__()
+        fn = "T5RelativePositionBias"
+        self.num_heads = v.positive_int(num_heads, "num_heads", fn)
+        self.num_buckets = v.positive_int(num_buckets, "num_buckets", fn)
+        self.max_distance = v.positive_int(max_distance, "max_distance", fn)
+        self.bidirectional = v.flag(bidirectional, "bidirectional", fn)
+        t5_relative_position_bucket(torch.zeros(1, dtype=torch.long), self.bidirectional, self.num_buckets,
+                                    self.max_distance)  # fails early on sizes the scheme cannot use
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, self.num_heads)
+
+    def extra_repr(self) -> str:
+        return (f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, max_distance={self.max_distance}, "
+                f"bidirectional={self.bidirectional}")
+
+    def forward(self, L: int, S: int | None = None, query_offset: int = 0) -> torch.Tensor:
+        """The (H, L, S) bias for L queries at positions ``query_offset .. query_offset + L - 1`` and S keys at 0 .. S-1.
+
+        Args:
+            L: number of queries.  S: number of keys (default L).
+            query_offset: position of the first query (the number of cached tokens when
+                decoding one token at a time with a KV cache; 0 otherwise).
+        Returns:
+            float tensor (H, L, S); add it to scores (B, H, L, S).
+        Raises:
+            TypeError: if L, S or query_offset is not an int.  ValueError: if L or S is not
+                positive or query_offset is negative.
+        """
+        fn = "T5RelativePositionBias.forward"
+        L = v.positive_int(L, "L", fn)
+        S = L if S is None else v.positive_int(S, "S", fn)
+        if isinstance(query_offset, bool) or not isinstance(query_offset, int):
+            raise TypeError(f"{fn}: query_offset must be an int >= 0, got {type(query_offset).__name__}")
+        if query_offset < 0:
+            raise ValueError(f"{fn}: query_offset must be an int >= 0, got {query_offset}")
+        device = self.relative_attention_bias.weight.device
+        query_pos = torch.arange(L, device=device)[:, None] + query_offset  # (L, 1)
+        key_pos = torch.arange(S, device=device)[None, :]  # (1, S)
+        buckets = t5_relative_position_bucket(key_pos - query_pos, self.bidirectional, self.num_buckets,
+                                              self.max_distance)  # (L, S)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)  # (L, S, H) -> (H, L, S)

@@ -552,7 +552,7 @@ def test_cache_rejects_a_token_of_another_shape():
 def test_public_names():
     assert set(efficient.__all__) == {"online_softmax", "flash_attention", "tiled_attention", "KVCache", "decode_step",
                                       "sliding_window_mask", "elu_feature_map", "linear_attention", "MemoryTracker",
-                                      "median_time", "loglog_slope"}
+                                      "median_time", "loglog_slope", "strided_mask", "fixed_mask", "global_local_mask"}
     for name in efficient.__all__:
         doc = getattr(efficient, name).__doc__
         assert "Taught in: notebooks/09_efficient_attention.ipynb" in doc, name

@@ -28,7 +28,7 @@ FlashAttention, Dao et al. 2022, Algorithm 1) over :mod:`.tiled_fast` (the same 
 (MemoryTracker); :mod:`.cost` holds the timing and scaling-exponent helpers the lessons use.
 """
 
-from .approximations import elu_feature_map, linear_attention, sliding_window_mask
+from .approximations import elu_feature_map, fixed_mask, global_local_mask, linear_attention, sliding_window_mask, strided_mask
 from .kv_cache import KVCache, decode_step
 from .cost import loglog_slope, median_time
 from .memory import MemoryTracker
@@ -44,6 +44,9 @@ __all__ = [
     "sliding_window_mask",
     "elu_feature_map",
     "linear_attention",
+    "strided_mask",
+    "fixed_mask",
+    "global_local_mask",
     "MemoryTracker",
     "median_time",
     "loglog_slope",
