@@ -495,18 +495,19 @@ def test_a_read_path_that_holds_a_denied_folder_is_refused(tree):
 
 # ---- the grading worker itself ------------------------------------------------------------
 
+# The worker's audit hook records a lookup of libc's open() & co. through ctypes (a name list), so
+# this attack uses a glibc alias that is not on the list: only the kernel layer can stop it.
 WORKER_ATTACK = r'''
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
-fd = libc.open(SOLUTION.encode(), os.O_RDONLY)
+fd = libc.__open64_2(SOLUTION.encode(), os.O_RDONLY)
 buf = ctypes.create_string_buffer(100)
 got = b"errno %d" % ctypes.get_errno()
 if fd >= 0:
     n = libc.read(fd, buf, 100)
     got = buf.raw[: max(n, 0)]
-out = libc.open(b"attack.txt", os.O_WRONLY | os.O_CREAT, 0o600)
-libc.write(out, got, len(got))
-libc.close(out)
+with open("attack.txt", "wb") as out:  # inside the sandbox: allowed
+    out.write(got)
 '''
 
 
