@@ -1,0 +1,1 @@
+"""Data for the lessons: toy vocabularies, synthetic tasks and real text corpora."""
