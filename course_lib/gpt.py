@@ -684,6 +684,32 @@ def estimate_loss(model: GPT, ids: torch.Tensor, max_windows: int | None = None,
     return float(total / count)
 
 
+class _Blank:
+    """An empty display: what the progress bar's output becomes once training ends."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        return {"text/plain": ""}
+
+
+def _progress_bar(steps: int, enabled: bool):
+    """A tqdm.auto bar over ``range(steps)`` and, in a notebook, the display handle to blank it at the end."""
+    from tqdm.auto import tqdm
+
+    options = dict(desc="training", unit="step", leave=False, mininterval=0.5)
+    if not enabled:
+        return tqdm(range(steps), disable=True), None
+    try:
+        from tqdm.notebook import tqdm as notebook_tqdm
+    except ImportError:  # pragma: no cover - tqdm.notebook needs IPython
+        notebook_tqdm = None
+    if notebook_tqdm is not None and issubclass(tqdm, notebook_tqdm):
+        from IPython.display import display
+
+        bar = tqdm(range(steps), display=False, **options)
+        return bar, display(bar.container, display_id=True)
+    return tqdm(range(steps), **options), None
+
+
 @dataclass
 class TrainHistory:
     """What :func:`fit` measured: per-step training loss and learning rate, periodic validation loss."""
@@ -737,8 +763,9 @@ def fit(model: GPT, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
         seed: seed of the batch sampler (the model's own initialisation is the caller's).
         progress: show a tqdm bar (``tqdm.auto``; it is removed when training ends).
         callback: called with the history after each validation measurement.
-        time_limit: optional wall-clock budget in seconds; training stops after the step that
-            exceeds it (used by the benchmark; the lesson uses a fixed number of steps).
+        time_limit: optional wall-clock budget in seconds for the training steps; training stops
+            after the step that exceeds it, and the cosine decay follows the share of the budget
+            used (used by the benchmark; the lesson uses a fixed number of steps).
     Returns:
         :class:`TrainHistory`.
     Raises:
@@ -746,8 +773,6 @@ def fit(model: GPT, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
     Taught in: notebooks/11_small_gpt.ipynb.  Source: Loshchilov & Hutter 2019 (AdamW); Radford
     et al. 2019 and Karpathy's nanoGPT (the recipe).
     """
-    from tqdm.auto import tqdm
-
     from .data.corpus import get_batch
 
     fn = "fit"
@@ -775,13 +800,18 @@ def fit(model: GPT, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
             callback(history)
 
     model.train()
-    bar = tqdm(range(steps), desc="training", unit="step", leave=False, disable=not progress, mininterval=0.5)
+    bar, handle = _progress_bar(steps, progress)
     try:
         for step in bar:
             if step % eval_every == 0:
                 evaluate(step)
             started = time.perf_counter()
-            rate = lr_at(step, lr, warmup_steps, steps, min_lr)
+            if time_limit is None:
+                rate = lr_at(step, lr, warmup_steps, steps, min_lr)
+            else:  # a time budget: the decay follows the share of the budget used (or of the steps, if larger)
+                done = max(step / steps, history.seconds / time_limit)
+                rate = lr_at(warmup_steps + round(done * 10_000), lr, warmup_steps, warmup_steps + 10_000, min_lr) \
+                    if step >= warmup_steps else lr_at(step, lr, warmup_steps, steps, min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             inputs, targets = get_batch(train, batch_size, C, generator=generator, device=device)  # (B, C) each
@@ -801,6 +831,8 @@ def fit(model: GPT, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
                 break
     finally:
         bar.close()
+        if handle is not None:
+            handle.update(_Blank())  # the bar leaves no trace in the saved notebook
     evaluate(history.steps[-1] if history.steps else 0)
     model.eval()
     return history
