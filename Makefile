@@ -23,7 +23,7 @@ help:
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
-	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer training, grader throughput"
+	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
 
 $(BIN)/python:
@@ -67,6 +67,7 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention_bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/train_tiny_transformer.py
+	$(BIN)/python benchmarks/train_tiny_gpt.py --minutes 15 --threads 2
 	$(BIN)/python benchmarks/grade_throughput.py
 
 clean:

@@ -5,12 +5,12 @@ See README.md for the chapter map, ARCHITECTURE.md for the layout, and each func
 for the chapter that teaches it.
 
 The top level holds one module per lesson idea, in the course's order (``attention``,
-``masking``, ``multihead``, ``positional``, ``transformer``, ``pretrained``), plus ``device``.
+``masking``, ``multihead``, ``positional``, ``transformer``, ``pretrained``, ``gpt``), plus ``device``.
 Below it: ``efficient/`` (chapter 09), ``data/``, ``viz/``, ``checks/`` (in-notebook feedback),
 ``grading/`` (the batch grader) and ``authoring/`` (the instructor's tools).
 """
 
-from . import attention, data, device, efficient, masking, multihead, positional, transformer, viz
+from . import attention, data, device, efficient, gpt, masking, multihead, positional, transformer, viz
 from .data import tasks, toy  # noqa: F401  (also course_lib.toy / course_lib.tasks, as before)
 from .attention import dot_product_scores, scaled_dot_product_attention, softmax
 from .device import get_device, set_seed
@@ -27,6 +27,7 @@ __all__ = [
     "data",
     "device",
     "efficient",
+    "gpt",
     "masking",
     "multihead",
     "positional",

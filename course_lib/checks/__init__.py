@@ -21,7 +21,7 @@ that input, so a correct function is never "diagnosed".
 Taught in: every solutions/ and exercises/ notebook.
 """
 
-from . import basics, cross_attention, efficient, masking, multihead, positional, pretrained, transformer
+from . import basics, cross_attention, efficient, gpt, masking, multihead, positional, pretrained, transformer
 from .basics import *  # noqa: F401,F403  chapters 01-03
 from .core import NOT_IMPLEMENTED, Case, CheckReport, Exercise, Mistake, Property, run_check
 from .cross_attention import *  # noqa: F401,F403  chapter 06
@@ -31,9 +31,10 @@ from .positional import *  # noqa: F401,F403  chapter 07
 from .transformer import *  # noqa: F401,F403  chapter 08
 from .efficient import *  # noqa: F401,F403  chapter 09
 from .pretrained import *  # noqa: F401,F403  chapter 10
+from .gpt import *  # noqa: F401,F403  chapter 11
 
 #: Every check function, by chapter module (the batch grader discovers exercises here).
-CHAPTER_MODULES = (basics, masking, multihead, cross_attention, positional, transformer, efficient, pretrained)
+CHAPTER_MODULES = (basics, masking, multihead, cross_attention, positional, transformer, efficient, pretrained, gpt)
 
 __all__ = ["CheckReport", "Case", "Exercise", "Mistake", "Property", "run_check", "NOT_IMPLEMENTED", "CHAPTER_MODULES"]
 for _module in CHAPTER_MODULES:

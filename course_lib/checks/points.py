@@ -48,6 +48,11 @@ POINTS: dict[str, float] = {
     "tiled_attention": 2,
     # 10 a real pretrained model
     "bert_self_attention": 2,
+    # 11 a small GPT
+    "lm_loss": 1,
+    "sampling_probs": 2,
+    "gqa_decode_step": 2,
+    "predict_initial_loss": 1,
 }
 
 _SOFTMAX = (
@@ -103,6 +108,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                             "course_lib.pretrained.EncoderLayer", "course_lib.pretrained.BertEncoder"),
     "mean_pool": ("sentence_transformers.models.Pooling",),
     "apply_rope": ("course_lib.positional.apply_rope",),
+    "lm_loss": ("course_lib.gpt.lm_loss",),
+    "sampling_probs": ("course_lib.gpt.sampling_probs", "course_lib.gpt.sample_next"),
+    "gqa_decode_step": _SDPA + ("course_lib.efficient.decode_step", "course_lib.efficient.KVCache",
+                        "course_lib.gpt.grouped_query_attention", "course_lib.gpt.CausalSelfAttention"),
 }
 
 

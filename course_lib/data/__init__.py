@@ -5,4 +5,7 @@
 - :mod:`.tasks`: synthetic tasks with a known answer (dates, copying, coreference; chapter 08).
 - :mod:`.translation`: the toy English -> French pair with a known word alignment, and the
   smallest cross-attention translator (chapters 06 and 08).
+- :mod:`.corpus`: Shakespeare's plays (Project Gutenberg, public domain), shipped as
+  ``shakespeare.txt``, with a character tokenizer, the train/validation split and the unigram and
+  bigram baselines (chapter 11).
 """

@@ -8,6 +8,7 @@
   built on ipywidgets, with a static figure when no widget frontend is present. They import
   :mod:`.plots`, never the reverse, and are loaded on first use, so importing course_lib does
   not import ipywidgets.
+- :mod:`.sampling`: chapter 11's ``sampling_explorer`` (temperature, top-p) and ``LiveLossPlot``.
 
 Taught in: notebooks/01_dot_products.ipynb onwards.
 """
@@ -24,9 +25,11 @@ from .diagrams import (
 from .plots import plot_attention, plot_head_grid
 
 __all__ = ["plot_attention", "plot_head_grid", "softmax_explorer", "attention_explorer", "positional_explorer",
-           "qkv_lookup_diagram", "heads_diagram", "mask_patterns_diagram", "encoder_decoder_diagram", "tiling_diagram"]
+           "qkv_lookup_diagram", "heads_diagram", "mask_patterns_diagram", "encoder_decoder_diagram", "tiling_diagram",
+           "sampling_explorer", "LiveLossPlot"]
 
 _EXPLORERS = ("softmax_explorer", "attention_explorer", "positional_explorer")
+_SAMPLING = ("sampling_explorer", "LiveLossPlot")
 
 
 def __getattr__(name: str):
@@ -35,4 +38,8 @@ def __getattr__(name: str):
         from . import explorers
 
         return getattr(explorers, name)
+    if name in _SAMPLING:
+        from . import sampling
+
+        return getattr(sampling, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
