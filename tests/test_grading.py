@@ -149,10 +149,13 @@ def test_monkeypatching_comparisons_or_the_checks_changes_nothing(batch):
 
 def test_the_sandbox_refuses_the_solutions_and_the_output_folder(batch):
     thief = batch.by_student["reads_solutions"]
-    assert thief.total == 0 and "refused: reading <solutions>" in thief.reasons
+    assert thief.total == 0 and "sandbox-violation: tried to open <solutions> for reading" in thief.reasons
     vandal = batch.by_student["writes_output"]
-    assert "refused: writing <output>/grades.csv" in vandal.reasons
-    assert vandal.total == vandal.max_points  # its functions are right; the attempt only shows in the status
+    assert "sandbox-violation: tried to open <output>/grades.csv for writing" in vandal.reasons
+    # its functions are right (they pass every property), but the attempt voids the notebook's marks
+    assert vandal.max_points > 0 and vandal.total == 0
+    assert all(g.report is not None and g.report.passed == g.report.total for g in vandal.grades)
+    assert "every exercise scores zero" in _feedback(batch, "writes_output")
     assert not (batch.out / "evil.txt").exists() and not (batch.out / "feedback" / "mallory.md").exists()
     assert (batch.out / "grades.csv").read_text(encoding="utf-8").startswith("student,notebook,chapter,status,reason,")
 
