@@ -9,6 +9,7 @@ later are covered without editing this file.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from course_lib import checks
 from course_lib.checks import core
 from course_lib.checks.handwritten import ready_made_in_cells, ready_made_in_function
 from course_lib.checks.points import points_for
+from course_lib.grading.gradescope import results as gradescope_results
 from course_lib.grading import (
     _decode_outcomes,
     _load_results,
@@ -87,6 +89,18 @@ def test_the_solution_of_every_chapter_scores_full_marks(batch):
             assert g.points == points_for(g.name) and g.report.diagnoses == []
     feedback = _feedback(batch, "good_student")
     assert all(f"## {chapter} " in feedback for chapter in good)  # one file, a section per notebook
+
+
+def test_gradescope_results_of_every_solution_match_the_schema(batch):
+    good = [r for r in batch.rows if r.student == "good_student"]
+    data = json.loads(json.dumps(gradescope_results(good)))
+    assert fx.gradescope_schema_errors(data) == []
+    assert len(data["tests"]) == sum(len(r.grades) for r in good) > 0
+    assert all(t["score"] == t["max_score"] and t["visibility"] == "visible" for t in data["tests"])
+    assert data["score"] == pytest.approx(sum(r.max_points for r in good))
+    thief = gradescope_results([batch.by_student["reads_solutions"]])
+    assert fx.gradescope_schema_errors(thief) == [] and thief["score"] == 0
+    assert "tried to open <solutions>" in thief["output"]
 
 
 def test_generated_exercises_score_zero_without_crashing(batch):
