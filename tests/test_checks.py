@@ -233,6 +233,6 @@ def test_the_course_own_function_is_a_ready_made_one_in_the_notebook(capsys):
     report = checks.check_online_softmax(online_softmax)  # `from course_lib.efficient import online_softmax`
     assert report.status == "failed" and not report.results[-1].passed
     assert "online_softmax = course_lib.efficient" in report.results[-1].detail
-    report = checks.check_multi_head_attention.__module__  # the other functions of course_lib stay allowed:
+    # course_lib's other functions stay allowed where the task permits them: its softmax inside attention
     assert checks.check_attention(lambda q, k, v, mask=None: course_lib.softmax(
         good_scaled(q, k) if mask is None else good_scaled(q, k).masked_fill(~mask, float("-inf"))) @ v).status == "passed"

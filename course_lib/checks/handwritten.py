@@ -147,7 +147,7 @@ class _Scanner:
             text = "the @ operator"
         elif written.startswith("."):
             text = f"the tensor method {written}"
-        elif written in (qualified, _display(qualified)):
+        elif written in (qualified, _display(qualified)) or written.endswith((f" {qualified}", f" {_display(qualified)}")):
             text = written
         else:
             text = f"{written} (= {_display(qualified)})"
