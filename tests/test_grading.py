@@ -336,6 +336,10 @@ def test_python_source_neutralises_magics_and_shell_lines():
       "    return eff.flash_attention(q, k, v)"], "tiled_attention", ["eff.flash_attention (= course_lib.efficient.flash_attention)"]),
     (["from course_lib import multihead\ndef split_heads(x, num_heads):\n    return multihead.split_heads(x, num_heads)"],
      "split_heads", ["multihead.split_heads (= course_lib.multihead.split_heads)"]),
+    (["import course_lib\ndef softmax(x, dim=-1):\n    return course_lib.efficient.online_softmax(x.movedim(dim, -1)).movedim(-1, dim)"],
+     "softmax", ["course_lib.efficient.online_softmax"]),
+    (["from course_lib.efficient import tiled_attention as ta\ndef attention(q, k, v, mask=None):\n    return ta(q, k, v)"],
+     "attention", ["ta (= course_lib.efficient.tiled_attention)"]),
     # course_lib's other functions stay allowed where the task permits them (softmax inside multi-head attention)
     (["from course_lib import softmax\ndef multi_head_attention(x, Wq, Wk, Wv, Wo, num_heads):\n"
       "    return softmax(x @ Wq @ (x @ Wk).transpose(-2, -1)) @ (x @ Wv) @ Wo"], "multi_head_attention", []),
