@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade site bench clean
+.PHONY: help install lab test notebooks exercises grade gradescope site bench clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
@@ -25,6 +25,7 @@ help:
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
 	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
+	@echo "make gradescope build the Gradescope autograder zip in build/gradescope/autograder.zip"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,10 @@ GRADE_ARGS ?=
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [OUT=grades]"; exit 2; }
 	$(BIN)/course-grade $(SUBMISSIONS) --out $(OUT) $(GRADE_ARGS)
+
+# Gradescope: setup.sh installs $(TORCH), then the course; run_autograder calls course-grade --format gradescope.
+gradescope: $(STAMP)
+	$(BIN)/python -m course_lib.authoring.gradescope --torch "$(TORCH)" --out build/gradescope/autograder.zip
 
 site: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.site --out build/site

@@ -221,3 +221,58 @@ def hostile_notebooks(folder: Path, out: Path) -> dict[str, str]:
     uses_torch = with_body(solution(two), "softmax", "return torch.softmax(x, dim=dim)")
     make("uses_torch_softmax", uses_torch, "ok")
     return statuses
+
+
+# --------------------------------------------------------------------------------------------
+# Gradescope's results.json, checked by hand (the documented fields and their types).
+# --------------------------------------------------------------------------------------------
+
+_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
+
+
+def gradescope_schema_errors(obj) -> list[str]:
+    """What is wrong with ``obj`` as a Gradescope results.json (empty list: nothing).
+
+    The schema: top-level ``score`` (number) or scores on every test; optional ``output`` (str),
+    ``visibility`` and ``stdout_visibility`` (one of the four visibilities); ``tests``: a list of
+    objects with ``name`` (str), ``score`` and ``max_score`` (numbers, 0 <= score), ``output``
+    (str), ``visibility``, and optionally ``status`` ("passed" or "failed").
+    """
+    errors = []
+    number = (int, float)
+    if not isinstance(obj, dict):
+        return ["not a JSON object"]
+    allowed = {"score", "execution_time", "output", "output_format", "visibility", "stdout_visibility",
+               "extra_data", "tests", "leaderboard"}
+    errors += [f"unknown top-level key {k!r}" for k in obj if k not in allowed]
+    tests = obj.get("tests")
+    if not isinstance(tests, list):
+        errors.append("tests is not a list")
+        tests = []
+    if "score" in obj and (not isinstance(obj["score"], number) or isinstance(obj["score"], bool)):
+        errors.append("score is not a number")
+    if "score" not in obj and not all(isinstance(t, dict) and "score" in t for t in tests):
+        errors.append("no top-level score and a test without a score")
+    for key in ("visibility", "stdout_visibility"):
+        if key in obj and obj[key] not in _VISIBILITY:
+            errors.append(f"{key} {obj[key]!r} is not one of {sorted(_VISIBILITY)}")
+    if "output" in obj and not isinstance(obj["output"], str):
+        errors.append("output is not a string")
+    test_keys = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format",
+                 "tags", "visibility", "extra_data"}
+    for i, t in enumerate(tests):
+        if not isinstance(t, dict):
+            errors.append(f"tests[{i}] is not an object")
+            continue
+        errors += [f"tests[{i}]: unknown key {k!r}" for k in t if k not in test_keys]
+        for key in ("name", "output"):
+            if not isinstance(t.get(key), str):
+                errors.append(f"tests[{i}].{key} is not a string")
+        for key in ("score", "max_score"):
+            if not isinstance(t.get(key), number) or isinstance(t.get(key), bool) or t[key] < 0:
+                errors.append(f"tests[{i}].{key} is not a non-negative number")
+        if t.get("visibility", "visible") not in _VISIBILITY:
+            errors.append(f"tests[{i}].visibility {t['visibility']!r} is invalid")
+        if "status" in t and t["status"] not in ("passed", "failed"):
+            errors.append(f"tests[{i}].status {t['status']!r} is invalid")
+    return errors

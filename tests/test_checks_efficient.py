@@ -161,7 +161,26 @@ def make_step(**bug):
     return fn
 
 
+def tiled_without_running_max(query, key, value, block_size):
+    """Blocks summed with a plain exp: exact until a score passes 88 in float32, then inf / inf."""
+    l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
+    acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+    for start in range(0, key.shape[-2], block_size):
+        p = torch.exp(query @ key[..., start:start + block_size, :].transpose(-2, -1) / math.sqrt(query.shape[-1]))
+        l_sum = l_sum + p.sum(dim=-1, keepdim=True)
+        acc = acc + p @ value[..., start:start + block_size, :]
+    return acc / l_sum
+
+
+def step_with_plain_exp(query, key, value, cache_keys, cache_values):
+    keys, values = torch.cat((cache_keys, key), dim=-2), torch.cat((cache_values, value), dim=-2)
+    weights = torch.exp(query @ keys.transpose(-1, -2) / math.sqrt(query.shape[-1]))
+    return (weights / weights.sum(-1, keepdim=True)) @ values, keys, values
+
+
 BUGGY = [
+    (checks.check_tiled_attention, tiled_without_running_max, "no_running_max"),
+    (checks.check_kv_cache_step, step_with_plain_exp, "unstable_softmax"),
     (checks.check_online_softmax, softmax_sum_not_rescaled, "sum_not_rescaled"),
     (checks.check_online_softmax, softmax_rescale_flipped, "rescale_sign_flipped"),
     (checks.check_online_softmax, softmax_rescale_flipped_from_minus_inf, "rescale_sign_flipped"),

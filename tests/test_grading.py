@@ -9,6 +9,7 @@ later are covered without editing this file.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from course_lib import checks
 from course_lib.checks import core
 from course_lib.checks.handwritten import ready_made_in_cells, ready_made_in_function
 from course_lib.checks.points import points_for
+from course_lib.grading.gradescope import results as gradescope_results
 from course_lib.grading import (
     _decode_outcomes,
     _load_results,
@@ -89,6 +91,18 @@ def test_the_solution_of_every_chapter_scores_full_marks(batch):
     assert all(f"## {chapter} " in feedback for chapter in good)  # one file, a section per notebook
 
 
+def test_gradescope_results_of_every_solution_match_the_schema(batch):
+    good = [r for r in batch.rows if r.student == "good_student"]
+    data = json.loads(json.dumps(gradescope_results(good)))
+    assert fx.gradescope_schema_errors(data) == []
+    assert len(data["tests"]) == sum(len(r.grades) for r in good) > 0
+    assert all(t["score"] == t["max_score"] and t["visibility"] == "visible" for t in data["tests"])
+    assert data["score"] == pytest.approx(sum(r.max_points for r in good))
+    thief = gradescope_results([batch.by_student["reads_solutions"]])
+    assert fx.gradescope_schema_errors(thief) == [] and thief["score"] == 0
+    assert "tried to open <solutions>" in thief["output"]
+
+
 def test_generated_exercises_score_zero_without_crashing(batch):
     unfilled = [r for r in batch.rows if r.student.startswith("unfilled_")]
     assert len(unfilled) == len(list(fx.EXERCISES.glob("*.ipynb"))) > 0
@@ -149,17 +163,23 @@ def test_monkeypatching_comparisons_or_the_checks_changes_nothing(batch):
 
 def test_the_sandbox_refuses_the_solutions_and_the_output_folder(batch):
     thief = batch.by_student["reads_solutions"]
-    assert thief.total == 0 and "refused: reading <solutions>" in thief.reasons
+    assert thief.total == 0 and "sandbox-violation: tried to open <solutions> for reading" in thief.reasons
     vandal = batch.by_student["writes_output"]
-    assert "refused: writing <output>/grades.csv" in vandal.reasons
-    assert vandal.total == vandal.max_points  # its functions are right; the attempt only shows in the status
+    assert "sandbox-violation: tried to open <output>/grades.csv for writing" in vandal.reasons
+    # its functions are right (they pass every property), but the attempt voids the notebook's marks
+    assert vandal.max_points > 0 and vandal.total == 0
+    assert all(g.report is not None and g.report.passed == g.report.total for g in vandal.grades)
+    assert "every exercise scores zero" in _feedback(batch, "writes_output")
     assert not (batch.out / "evil.txt").exists() and not (batch.out / "feedback" / "mallory.md").exists()
     assert (batch.out / "grades.csv").read_text(encoding="utf-8").startswith("student,notebook,chapter,status,reason,")
 
 
 def test_a_ready_made_function_loses_the_hand_written_property(batch):
     softmax = next(g for g in batch.by_student["uses_torch_softmax"].grades if g.name == "softmax")
-    assert softmax.earned == pytest.approx(points_for("softmax") * (softmax.report.total - 1) / softmax.report.total)
+    # torch.softmax also gives NaN on an all -inf row, where the task asks for zeros
+    assert [r.title for r in softmax.report.results if not r.passed] == [
+        "a fully masked row (all -inf) gives zeros, not NaN", "written by hand (not the ready-made torch.softmax)"]
+    assert softmax.earned == pytest.approx(points_for("softmax") * (softmax.report.total - 2) / softmax.report.total)
     text = _feedback(batch, "uses_torch_softmax")
     assert "[FAIL] written by hand (not the ready-made torch.softmax)" in text and "uses torch.softmax" in text
 
@@ -306,6 +326,23 @@ def test_python_source_neutralises_magics_and_shell_lines():
      "cosine_similarity", ["b._ref_cosine (= course_lib.checks.basics._ref_cosine)"]),
     (["def softmax(x, dim=-1):\n    z = x - x.amax(dim, keepdim=True)\n    return z.exp() / z.exp().sum(dim, keepdim=True)"],
      "softmax", []),
+    # the course's own implementation of the exercise, however it is reached, is a ready-made function
+    (["import course_lib\nsoftmax = course_lib.softmax"], "softmax", ["softmax = course_lib.softmax (= course_lib.attention.softmax)"]),
+    (["import course_lib\ndef softmax(x, dim=-1):\n    return course_lib.attention.softmax(x, dim)"], "softmax",
+     ["course_lib.attention.softmax"]),
+    (["from course_lib.efficient import online_softmax"], "online_softmax",
+     ["online_softmax = course_lib.efficient.online_softmax"]),
+    (["import course_lib.efficient as eff\ndef tiled_attention(q, k, v, block_size):\n"
+      "    return eff.flash_attention(q, k, v)"], "tiled_attention", ["eff.flash_attention (= course_lib.efficient.flash_attention)"]),
+    (["from course_lib import multihead\ndef split_heads(x, num_heads):\n    return multihead.split_heads(x, num_heads)"],
+     "split_heads", ["multihead.split_heads (= course_lib.multihead.split_heads)"]),
+    (["import course_lib\ndef softmax(x, dim=-1):\n    return course_lib.efficient.online_softmax(x.movedim(dim, -1)).movedim(-1, dim)"],
+     "softmax", ["course_lib.efficient.online_softmax"]),
+    (["from course_lib.efficient import tiled_attention as ta\ndef attention(q, k, v, mask=None):\n    return ta(q, k, v)"],
+     "attention", ["ta (= course_lib.efficient.tiled_attention)"]),
+    # course_lib's other functions stay allowed where the task permits them (softmax inside multi-head attention)
+    (["from course_lib import softmax\ndef multi_head_attention(x, Wq, Wk, Wv, Wo, num_heads):\n"
+      "    return softmax(x @ Wq @ (x @ Wk).transpose(-2, -1)) @ (x @ Wv) @ Wo"], "multi_head_attention", []),
 ])
 def test_ready_made_functions_are_found_in_the_cells(cells, exercise, expected):
     assert ready_made_in_cells(exercise, cells) == expected
@@ -320,10 +357,13 @@ def softmax_with_f(x, dim=-1):
 def test_the_notebook_check_names_a_ready_made_function(capsys):
     assert ready_made_in_function("softmax", softmax_with_f) == ["F.softmax"]
     report = checks.check_softmax(softmax_with_f)
-    assert report.status == "failed" and report.diagnoses == [] and report.passed == report.total - 1
+    # F.softmax gives NaN on an all -inf row, where the task asks for zeros: that property fails too
+    assert report.status == "failed" and report.diagnoses == ["nan_on_fully_masked"]
+    assert [r.title for r in report.results if not r.passed] == [
+        "a fully masked row (all -inf) gives zeros, not NaN", "written by hand (not the ready-made torch.softmax)"]
     out = capsys.readouterr().out
     assert "[FAIL] written by hand (not the ready-made torch.softmax)" in out and "uses F.softmax" in out
-    assert "No known mistake matches" not in out  # the only failure is the ready-made function
+    assert "No known mistake matches" not in out
 
 
 def test_a_grader_bug_on_one_notebook_is_a_row_not_a_crash(batch, tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ import torch
 from ..attention import dot_product_scores, scaled_dot_product_attention, softmax as _softmax
 from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
 
+_INF = float("inf")
+
 __all__ = [
     "check_dot",
     "check_cosine_similarity",
@@ -24,6 +26,29 @@ __all__ = [
     "check_attention",
     "check_softmax_jacobian",
 ]
+
+
+BATCH_TRANSPOSE = ("It works for 2-D inputs but not with leading batch dims: `.T` reverses *all* dims. "
+                   "Transpose only the last two: key.transpose(-2, -1).")
+
+
+def _all_dims_reversed(t: torch.Tensor) -> torch.Tensor:
+    """What ``t.T`` does to a tensor of any rank (without its deprecation warning): every dim reversed."""
+    return t.permute(*reversed(range(t.dim())))  # (d0, ..., dn) -> (dn, ..., d0)
+
+
+def _large_scores_case(g: torch.Generator, L: int, S: int, E: int, Ev: int, score: float, dtype) -> Case:
+    """query (L, E), key (S, E), value (S, Ev) whose scaled scores are all about ``score`` (+- 1).
+
+    Query and key share a large first feature ``a`` with a^2 / sqrt(E) = score; the other features
+    are small random numbers that make the keys differ. A softmax without max-subtraction computes
+    exp(score): inf in float32 above 88.7, in float16 above 11.1.
+    """
+    a = math.sqrt(score * math.sqrt(E))
+    q, k = _randn(g, L, E, dtype=torch.float64), _randn(g, S, E, dtype=torch.float64)
+    q[:, 0], k[:, 0] = a, a
+    return Case((q.to(dtype), k.to(dtype), _randn(g, S, Ev, dtype=dtype, scale=0.25)),
+                label=f"scores about {score:g}, {str(dtype).replace('torch.', '')}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +142,7 @@ def check_dot_product_scores(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda q, k: k @ q.transpose(-2, -1)),
             Mistake("scaled", "You scaled the scores; this exercise asks for the raw dot products (scaling comes in chapter 03).",
                     lambda q, k: dot_product_scores(q, k) / math.sqrt(q.shape[-1])),
+            Mistake("batch_transpose", BATCH_TRANSPOSE, lambda q, k: q @ _all_dims_reversed(k)),
         ],
     )
     return run_check(ex, fn)
@@ -132,13 +158,18 @@ def _naive_softmax(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
+def _unguarded_softmax(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))  # NaN where a whole row is -inf
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 def _softmax_other_axis(x, dim=-1):
     other = 0 if (dim % x.dim()) != 0 else x.dim() - 1
     return _softmax(x, dim=other)
 
 
 def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
-    """Check ``softmax(x, dim=-1)``: stable, sums to 1 along ``dim``, any shape and dtype.
+    """Check ``softmax(x, dim=-1)``: stable, sums to 1 along ``dim``, any shape and dtype; zeros on an all -inf slice.
 
     Taught in: notebooks/02_softmax.ipynb.
     """
@@ -155,10 +186,16 @@ def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
             Property("stable on large scores, e.g. [1000, 1001, 1002] (no overflow)",
                      [Case((torch.tensor([1000.0, 1001.0, 1002.0]),)), Case((_randn(g, 3, 4, scale=400.0),))]),
             Property("float64 in, float64 out", [Case((_randn(g, 2, 7, dtype=torch.float64),))]),
+            Property("a fully masked row (all -inf) gives zeros, not NaN",
+                     [Case((torch.tensor([[1000.0, 1001.0, 1002.0], [-_INF, -_INF, -_INF], [0.5, -_INF, 1.5]]),)),
+                      Case((torch.tensor([[-_INF, 1000.0], [-_INF, 999.0]]),), {"dim": 0})]),
         ],
         [
             Mistake("unstable_softmax", "Your softmax overflows on large scores (exp(1000) = inf, inf/inf = NaN): "
                     "subtract the maximum of each row before exp; it cancels in the ratio.", _naive_softmax),
+            Mistake("nan_on_fully_masked", "Your softmax returns NaN on a row that is all -inf (a fully masked row): "
+                    "its max is -inf, and -inf - (-inf) is NaN. Give such a row zeros: subtract 0 where the max is "
+                    "-inf (torch.where), and divide by a sum that is not 0.", _unguarded_softmax),
             Mistake("softmax_wrong_axis", "Your softmax normalises over the wrong axis: the weights must sum to 1 "
                     "along `dim` (the keys, the last dim by default). Use keepdim=True so the sum broadcasts.",
                     _softmax_other_axis),
@@ -272,21 +309,23 @@ def check_scaled_scores(fn: Callable, seed: int = 0) -> CheckReport:
                     "d_k the feature size, query.shape[-1].", lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])),
             Mistake("key_query_swapped", "You computed key @ query^T, which is (S, L); the scores are query @ key^T, (L, S).",
                     lambda q, k: k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])),
+            Mistake("batch_transpose", BATCH_TRANSPOSE, lambda q, k: q @ _all_dims_reversed(k) / math.sqrt(q.shape[-1])),
         ],
     )
     return run_check(ex, fn)
 
 
-def _attention_variant(*, scale="sqrt", mask_mode="before", softmax_dim=-1):
+def _attention_variant(*, scale="sqrt", mask_mode="before", softmax_dim=-1, stable=True, transpose="last2"):
     def fn(q, k, v, mask=None):
         e = q.shape[-1]
-        s = q @ k.transpose(-2, -1)  # (..., L, S)
+        kt = k.transpose(-2, -1) if transpose == "last2" else _all_dims_reversed(k)  # (..., E, S)
+        s = q @ kt  # (..., L, S)
         s = s / {"sqrt": math.sqrt(e), "dk": e, "none": 1.0}[scale]
         if mask is not None and mask_mode == "before":
             s = s.masked_fill(~mask, float("-inf"))
         elif mask is not None and mask_mode == "inverted":
             s = s.masked_fill(mask, float("-inf"))
-        w = _softmax(s, dim=softmax_dim)
+        w = _softmax(s, dim=softmax_dim) if stable else _naive_softmax(s, dim=softmax_dim)
         if mask is not None and mask_mode == "after":
             w = w * mask
         return w @ v
@@ -311,6 +350,9 @@ def _attention_cases(g: torch.Generator) -> list[Property]:
         Property("float16 inputs with a mask",
                  [Case((_randn(g, 3, 8, dtype=torch.float16), _randn(g, 5, 8, dtype=torch.float16),
                         _randn(g, 5, 2, dtype=torch.float16)), {"mask": mask(3, 5)})]),
+        Property("large scores do not overflow (about 120 in float32, 14 in float16, where exp overflows past 88 and 11)",
+                 [_large_scores_case(g, 3, 5, 8, 2, 120.0, torch.float32),
+                  _large_scores_case(g, 4, 6, 8, 3, 14.0, torch.float16)]),
     ]
 
 
@@ -335,6 +377,10 @@ def check_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     _attention_variant(mask_mode="none")),
             Mistake("softmax_wrong_axis", "Your softmax runs over the queries (dim=-2); the weights of each query must "
                     "sum to 1 over the keys (dim=-1).", _attention_variant(softmax_dim=-2)),
+            Mistake("unstable_softmax", "Your softmax overflows on large scores: exp(89) is inf in float32, and exp(12) "
+                    "already in float16 (inf / inf = NaN). Subtract each row's max before exp, or use course_lib's softmax.",
+                    _attention_variant(stable=False)),
+            Mistake("batch_transpose", BATCH_TRANSPOSE, _attention_variant(transpose="all")),
         ],
     )
     return run_check(ex, fn)

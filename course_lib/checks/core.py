@@ -20,6 +20,7 @@ exercise of a chapter with the instructor's seed.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Iterator
@@ -29,6 +30,9 @@ import torch
 from .handwritten import hand_written_result, ready_made_in_function
 from .base import (HAND_WRITTEN, NOT_IMPLEMENTED, Captured, Case, CheckReport, Exercise, Mistake,  # noqa: F401
                     Outcome, Property, PropertyResult, Raised, Returned, _fmt_tensor, _is_not_implemented)
+
+
+_DTYPE_CHANGED = "returned dtype"  # how _difference starts a dtype reason (judge diagnoses it as dtype_changed)
 
 
 def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -47,6 +51,9 @@ def _difference(got: Any, expected: torch.Tensor) -> str | None:
         return f"returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
     if not got.is_floating_point():
         return f"returned dtype {got.dtype}, expected a floating tensor"
+    if got.dtype != expected.dtype:
+        return f"{_DTYPE_CHANGED} {str(got.dtype).replace('torch.', '')}, expected " \
+               f"{str(expected.dtype).replace('torch.', '')} (the dtype the task asks for: the inputs')"
     if got.device != expected.device:
         return f"returned a tensor on {got.device}, expected {expected.device}"
     g, e = got.detach().double(), expected.detach().double()
@@ -132,6 +139,7 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
     report = CheckReport(exercise.name, "passed")
     compare = exercise.compare or _difference
     mistake_votes: dict[str, int] = {}
+    crash_votes: dict[str, int] = {}  # mistakes that crash as the learner's function did: confirmed below
     for prop, row in zip(exercise.properties, outcomes):
         failure: tuple[Case, str] | None = None
         for j in sorted(range(len(prop.cases)), key=lambda j: prop.cases[j].size()):
@@ -143,6 +151,8 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
                     return report
                 for key in _diagnose_exception_text(outcome.message, case):
                     mistake_votes[key] = mistake_votes.get(key, 0) + 1
+                for key in _same_crash(exercise, case, outcome):
+                    crash_votes[key] = crash_votes.get(key, 0) + 1
                 failure = failure or (case, outcome.reason())
                 continue
             expected = _call(exercise.reference, case)
@@ -151,6 +161,9 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
             if reason is None:
                 continue
             failure = failure or (case, reason)
+            if reason.startswith(_DTYPE_CHANGED) and isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) \
+                    and got.is_floating_point() and expected.is_floating_point() and got.dtype != expected.dtype:
+                mistake_votes["dtype_changed"] = mistake_votes.get("dtype_changed", 0) + 1
             for mistake in exercise.mistakes:
                 try:
                     wrong = _call(mistake.fn, case)
@@ -163,6 +176,9 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
         else:
             case, reason = failure
             report.results.append(PropertyResult(prop.title, False, f"on input {case.describe(show_values)}: {reason}"))
+    for key, votes in crash_votes.items():
+        if any(_behaves_like(exercise, m, outcomes, compare) for m in exercise.mistakes if m.key == key):
+            mistake_votes[key] = mistake_votes.get(key, 0) + votes
     if report.passed < report.total:
         report.status = "failed"
         ranked = sorted(mistake_votes.items(), key=lambda kv: -kv[1])
@@ -235,22 +251,70 @@ _EXCEPTION_HINTS = {
     "fill with float('-inf') (or torch.finfo(scores.dtype).min), not -1e9.",
     "batch_transpose": "It works for 2-D inputs but not with leading batch dims: `.T` reverses *all* dims. "
     "Transpose only the last two: key.transpose(-2, -1).",
+    "dtype_changed": "Your function returns a different dtype than its inputs (e.g. float32 for float64 input): "
+    "keep the input's dtype, computing in x.dtype or converting back at the end with .to(x.dtype).",
     "view_after_transpose": "`.view(...)` fails after a transpose: the transposed tensor is not contiguous in "
     "memory, so it cannot be re-viewed. Use `.reshape(...)` (or `.contiguous().view(...)`) after the transpose.",
 }
 
 
 def _diagnose_exception_text(text: str, case: Case) -> list[str]:
+    """Diagnoses that an error message alone proves (its text names the cause)."""
     keys = []
     if "cannot be converted to type" in text and "Half" in text:
         keys.append("finite_fill_half")
-    if any(isinstance(a, torch.Tensor) and a.dim() > 2 for a in case.args) and (
-        "mat1 and mat2" in text or "must match the size" in text or "broadcast" in text or "Expected size" in text
-    ):
-        keys.append("batch_transpose")
     if "view size is not compatible" in text:
         keys.append("view_after_transpose")
     return keys
+
+
+_FLOAT_TEXT = re.compile(r"(?<![\w.])-?\d+\.\d+(?:e[-+]?\d+)?")
+
+
+def _crash_text(message: str) -> str:
+    """An error message reduced to what survives the batch grader's sanitising (first line, no decimals)."""
+    first = message.splitlines()[0] if message else ""
+    return _FLOAT_TEXT.sub("<number>", " ".join(first.split()))[:200]
+
+
+def _same_crash(exercise: Exercise, case: Case, outcome: Raised) -> list[str]:
+    """The mistakes whose variant crashes on ``case`` exactly as the learner's function did.
+
+    A crash is evidence for a mistake only when the mistake itself crashes the same way (the
+    same exception type and message): a `.T` on a batched tensor is named because `q @ k.T`
+    raises that very error on that very input, not because some shape error happened.
+    """
+    keys = []
+    text = _crash_text(outcome.message)
+    for mistake in exercise.mistakes:
+        try:
+            _call(mistake.fn, case)
+        except Exception as exc:  # noqa: BLE001  the variant's own crash
+            if type(exc).__name__ == outcome.type_name and _crash_text(str(exc)) == text and mistake.key not in keys:
+                keys.append(mistake.key)
+    return keys
+
+
+def _behaves_like(exercise: Exercise, mistake: Mistake, outcomes: list[list[Outcome]], compare) -> bool:
+    """True when ``mistake`` does what the learner's function did on *every* case: the same crash where it
+    crashed, the same values where it returned. A shared crash on one input is not enough evidence."""
+    for prop, row in zip(exercise.properties, outcomes):
+        for case, outcome in zip(prop.cases, row):
+            try:
+                wrong = _call(mistake.fn, case)
+            except Exception as exc:  # noqa: BLE001  the variant's own crash
+                if not (isinstance(outcome, Raised) and type(exc).__name__ == outcome.type_name
+                        and _crash_text(str(exc)) == _crash_text(outcome.message)):
+                    return False
+                continue
+            if isinstance(outcome, Raised):
+                return False
+            try:
+                if compare(outcome.value, wrong) is not None:
+                    return False
+            except Exception:  # noqa: BLE001  values the comparison cannot handle: no evidence
+                return False
+    return True
 
 
 def diagnosis_message(exercise: Exercise | None, key: str) -> str:

@@ -30,17 +30,35 @@ def _ref_cross_attention(x_dec, x_enc, W_query, W_key, W_value):
     return scaled_dot_product_attention(query, key, value)  # (B, L, Ev)
 
 
-def _cross_variant(*, q_from="dec", k_from="enc", v_from="enc", scale="E", softmax_dim=-1):
+def _cross_variant(*, q_from="dec", k_from="enc", v_from="enc", scale="E", softmax_dim=-1, stable=True,
+                   transpose="last2"):
     def fn(x_dec, x_enc, W_query, W_key, W_value):
         src = {"dec": x_dec, "enc": x_enc}
         q = src[q_from] @ W_query  # (B, ., E)
         k = src[k_from] @ W_key  # (B, ., E)
         v = src[v_from] @ W_value  # (B, ., Ev)
-        scores = q @ k.transpose(-2, -1)  # (B, ., E) @ (B, E, .) -> (B, ., .)
+        kt = k.transpose(-2, -1) if transpose == "last2" else k.permute(*reversed(range(k.dim())))  # (B, E, .) or k.T
+        scores = q @ kt  # (B, ., E) @ (B, E, .) -> (B, ., .)
         scores = scores / {"E": math.sqrt(q.shape[-1]), "D": math.sqrt(x_dec.shape[-1]), "none": 1.0}[scale]
-        return _softmax(scores, dim=softmax_dim) @ v  # (B, ., .) @ (B, ., Ev) -> (B, ., Ev)
+        if stable:
+            return _softmax(scores, dim=softmax_dim) @ v  # (B, ., .) @ (B, ., Ev) -> (B, ., Ev)
+        e = scores.exp()  # overflows to inf for scores above 88.7 in float32
+        return (e / e.sum(dim=softmax_dim, keepdim=True)) @ v  # (B, ., .) @ (B, ., Ev) -> (B, ., Ev)
 
     return fn
+
+
+def _large_scores_case(g: torch.Generator, B: int, L: int, S: int, D: int, E: int, Ev: int, score: float) -> Case:
+    """Float32 inputs whose scaled scores are all about ``score`` (+- 1): exp(score) overflows above 88.7.
+
+    The projections W_query = W_key keep the first E features; x_dec and x_enc share a large first
+    feature ``a`` with a^2 / sqrt(E) = score, and small random other features.
+    """
+    a = math.sqrt(score * math.sqrt(E))
+    x_dec, x_enc = _randn(g, B, L, D, scale=0.5), _randn(g, B, S, D, scale=0.5)
+    x_dec[..., 0], x_enc[..., 0] = a, a
+    keep = torch.eye(D, E)  # (D, E): the first E features
+    return Case((x_dec, x_enc, keep.clone(), keep.clone(), _randn(g, D, Ev, scale=0.5)), label=f"scores about {score:g}")
 
 
 class LengthMismatchError(RuntimeError):
@@ -111,6 +129,8 @@ def check_cross_attention(fn: Callable, seed: int = 0) -> CheckReport:
                      [case(1, 2, 5, 4, 3, 2), case(2, 3, 6, 8, 4, 5), case(3, 7, 4, 6, 2, 3)]),
             Property("L == S: keys and values still come from x_enc", [case(2, 4, 4, 6, 3, 2), case(1, 5, 5, 4, 8, 4)]),
             Property("float64 in, float64 out", [case(2, 3, 5, 4, 6, 2, dtype=torch.float64)]),
+            Property("large scores do not overflow (about 120 in float32, where exp overflows past 88)",
+                     [_large_scores_case(g, 2, 3, 5, 6, 4, 3, 120.0)]),
         ],
         [
             Mistake("queries_from_encoder", "Your queries come from the encoder (or queries and keys/values are swapped): "
@@ -131,6 +151,10 @@ def check_cross_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     "size of a query/key vector after the projection, W_query.shape[-1].", _cross_variant(scale="D")),
             Mistake("softmax_wrong_axis", "Your softmax runs over the queries (dim=-2); each decoder token's weights "
                     "must sum to 1 over the encoder tokens (dim=-1).", _cross_variant(softmax_dim=-2)),
+            Mistake("unstable_softmax", "Your softmax overflows on large scores: exp(89) is inf in float32 (inf / inf = "
+                    "NaN). Subtract each row's max before exp, or use course_lib's softmax.", _cross_variant(stable=False)),
+            Mistake("batch_transpose", "It works for 2-D inputs but not with a batch dim: `.T` reverses *all* dims of "
+                    "(B, S, E). Transpose only the last two: key.transpose(-2, -1).", _cross_variant(transpose="all")),
         ],
     )
     return run_check(ex, _guard_lengths(fn) if callable(fn) else fn)

@@ -112,6 +112,32 @@ def check_online_softmax(fn: Callable, seed: int = 0) -> CheckReport:
 # --------------------------------------------------------------------------------------------
 
 
+def _naive_attention_variant(query, key, value, block_size):
+    """Attention with a plain exp (no max subtracted): NaN once a score passes 88.7 in float32."""
+    e = torch.exp(query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1]))  # (..., L, S)
+    return e / e.sum(dim=-1, keepdim=True) @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+
+
+def _shared_feature(g: torch.Generator, *shape: int, a: float) -> torch.Tensor:
+    t = _randn(g, *shape, scale=0.5)
+    t[..., 0] = a  # every vector shares a large first feature: every score is about a^2 / sqrt(E)
+    return t
+
+
+def _large_scores_case(g: torch.Generator, L: int, S: int, E: int, Ev: int, score: float, block_size: int) -> Case:
+    """Float32 query (L, E), key (S, E), value (S, Ev) whose scaled scores are all about ``score`` (+- 1)."""
+    a = math.sqrt(score * math.sqrt(E))
+    return Case((_shared_feature(g, L, E, a=a), _shared_feature(g, S, E, a=a), _randn(g, S, Ev), block_size),
+                label=f"scores about {score:g}")
+
+
+def _large_step_case(g: torch.Generator, P: int, E: int, Ev: int, B: int, score: float) -> Case:
+    """One decoding step (B, 1, E) over a cache (B, P, E) whose scaled scores are all about ``score``."""
+    a = math.sqrt(score * math.sqrt(E))
+    return Case((_shared_feature(g, B, 1, E, a=a), _shared_feature(g, B, 1, E, a=a), _randn(g, B, 1, Ev),
+                 _shared_feature(g, B, P, E, a=a), _randn(g, B, P, Ev)), label=f"scores about {score:g}")
+
+
 def _tiled_variant(*, rescale_acc=True, rescale_sum=True, scaled=True, divide=True, drop_last=False,
                    per_block=False):
     """Tiled attention over key blocks, right or with one step wrong (computed in float64)."""
@@ -257,7 +283,8 @@ def check_tiled_attention(fn: Callable, seed: int = 0) -> CheckReport:
             Property("block_size = 1 (one key at a time)", [case(3, 5, 4, 2, 1)]),
             Property("leading batch dims, (B, L, E) and (B, H, L, E), L != S",
                      [case(3, 9, 8, 4, 4, 2, 3), case(6, 5, 4, 4, 2, 2)]),
-            Property("large scores (where the running max matters)", [case(4, 9, 8, 4, 3, scale=6.0)]),
+            Property("large scores (where the running max matters): exp(score) overflows past 88 in float32",
+                     [case(4, 9, 8, 4, 3, scale=6.0), _large_scores_case(g, 4, 9, 8, 4, 120.0, block_size=3)]),
             Property("float64 in, float64 out", [case(3, 7, 4, 3, 3, dtype=torch.float64)]),
             Property("never holds the whole (L, S) weight matrix (L = S = 512, blocks of 32 keys)",
                      [case(512, 512, 16, 16, 32)]),
@@ -281,6 +308,9 @@ def check_tiled_attention(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("last_block_dropped", "Your loop skips the last, shorter block when S is not a multiple of "
                     "block_size: use range(0, S, block_size) and slice keys[..., start:start + block_size, :] "
                     "(slicing past the end is fine).", _tiled_variant(drop_last=True)),
+            Mistake("no_running_max", "Your exp overflows on large scores (exp(89) is inf in float32, inf / inf = NaN): "
+                    "keep the running max m of the scores seen so far and use exp(scores - m'), rescaling what was "
+                    "accumulated by exp(m - m') when the max grows.", _naive_attention_variant),
             Mistake("per_block_softmax", "You normalised each block on its own (a softmax per block) and combined "
                     "the block outputs: the weights must be normalised over *all* keys. Keep a running max and a "
                     "running sum across blocks, and divide once at the end.", _tiled_variant(per_block=True)),
@@ -351,6 +381,11 @@ def _step_variant(*, cat_dim=-2, attend_new=True, update_cache=True, prepend=Fal
     return _catching_cat_errors(fn)
 
 
+def _naive_step(query, key, value, cache_keys, cache_values):
+    keys, values = torch.cat([cache_keys, key], dim=-2), torch.cat([cache_values, value], dim=-2)  # (..., P+1, E)
+    return _naive_attention_variant(query, keys, values, None), keys, values
+
+
 def check_kv_cache_step(fn: Callable, seed: int = 0) -> CheckReport:
     """Check ``kv_cache_step(query, key, value, cache_keys, cache_values)`` -> (output, cache_keys, cache_values).
 
@@ -376,8 +411,12 @@ def check_kv_cache_step(fn: Callable, seed: int = 0) -> CheckReport:
             Property("a cache per head, (B, H, P, E)", [case(2, 4, 4, 2, 3), case(6, 8, 5, 1, 2)]),
             Property("the new cache holds the old tokens, then the new one", [case(4, 6, 2, 3)]),
             Property("float64 in, float64 out", [case(3, 5, 4, 2, dtype=torch.float64)]),
+            Property("large scores do not overflow (about 120 in float32, where exp overflows past 88)",
+                     [_large_step_case(g, 4, 8, 3, 2, 120.0)]),
         ],
         [
+            Mistake("unstable_softmax", "Your softmax overflows on large scores: exp(89) is inf in float32 (inf / inf "
+                    "= NaN). Subtract the max of the scores before exp.", _catching_cat_errors(_naive_step)),
             *[Mistake("cache_wrong_dim", "You appended the new key/value along the wrong dim: the cache grows "
                       "along the sequence dim, -2 (the T in (..., T, E)), whatever the number of leading dims. "
                       "Use torch.cat([cache_keys, key], dim=-2).", _step_variant(cat_dim=d)) for d in (0, 1, -1)],

@@ -44,19 +44,21 @@ def _trusted_resolve(dotted: str | None) -> Any:
     parts = dotted.split(".")
     if parts[0] == "scipy" and "scipy" not in sys.modules:
         return _MISSING  # never import scipy just to look
-    obj: Any = _MISSING
-    for i in range(len(parts), 0, -1):  # the longest importable module prefix
-        name = ".".join(parts[:i])
-        try:
-            obj = sys.modules.get(name) or importlib.import_module(name)
-        except Exception:  # noqa: BLE001  not a module: try a shorter prefix
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr, _MISSING)
-            if obj is _MISSING:
+    try:
+        obj: Any = sys.modules.get(parts[0]) or importlib.import_module(parts[0])
+    except Exception:  # noqa: BLE001
+        return _MISSING
+    for attr in parts[1:]:  # as `from a.b import c` does: the attribute first, then a submodule
+        value = getattr(obj, attr, _MISSING)
+        if value is _MISSING and isinstance(obj, types.ModuleType):
+            try:
+                value = importlib.import_module(f"{obj.__name__}.{attr}")
+            except Exception:  # noqa: BLE001  neither an attribute nor a module
                 return _MISSING
-        return obj
-    return _MISSING
+        if value is _MISSING:
+            return _MISSING
+        obj = value
+    return obj
 
 
 def _display(dotted: str) -> str:
@@ -145,7 +147,7 @@ class _Scanner:
             text = "the @ operator"
         elif written.startswith("."):
             text = f"the tensor method {written}"
-        elif written in (qualified, _display(qualified)):
+        elif written in (qualified, _display(qualified)) or written.endswith((f" {qualified}", f" {_display(qualified)}")):
             text = written
         else:
             text = f"{written} (= {_display(qualified)})"
@@ -282,9 +284,13 @@ def _function_tree(fn: Any) -> ast.AST | None:
 
 
 def _learner_functions(fn: Any) -> list[Any]:
-    """``fn`` itself, or the learner's function(s) inside a wrapper that a check put around it."""
+    """``fn`` itself, or the learner's function(s) inside a wrapper that a check put around it.
+
+    A check's wrapper (in ``course_lib.checks``) closes over the learner's function only; what it
+    holds may be course_lib's own function (``check_softmax(course_lib.softmax)``), so it is kept.
+    """
     module = getattr(fn, "__module__", None) or ""
-    if not module.startswith("course_lib"):
+    if not module.startswith("course_lib.checks"):
         return [fn]
     inner = []
     for cell in getattr(fn, "__closure__", None) or ():
@@ -292,7 +298,7 @@ def _learner_functions(fn: Any) -> list[Any]:
             value = cell.cell_contents
         except ValueError:
             continue
-        if callable(value) and not (getattr(value, "__module__", None) or "").startswith("course_lib"):
+        if callable(value) and not (getattr(value, "__module__", None) or "").startswith("course_lib.checks"):
             inner.append(value)
     return inner
 
@@ -306,6 +312,10 @@ def ready_made_in_function(exercise: str, fn: Any) -> list[str]:
     rules = _Rules(exercise)
     found: list[str] = []
     for learner_fn in _learner_functions(fn):
+        direct = rules.hit(None, learner_fn)  # the ready-made function itself: `softmax = course_lib.softmax`
+        if direct is not None:
+            found.append(f"{exercise} = {_display(direct)}")
+            continue
         try:
             found += [f for f in _scan_function(rules, learner_fn) if f not in found]
         except Exception:  # noqa: BLE001  a best-effort hint: never break the check itself

@@ -137,7 +137,13 @@ def check_merge_heads(fn: Callable, seed: int = 0) -> CheckReport:
 # --------------------------------------------------------------------------------------------
 
 
-def _mha_variant(*, split="right", merge="right", scale="head_dim", out_proj=True, transpose_weights=False):
+def _naive_attention(q, k, v, scale):
+    e = torch.exp(q @ k.transpose(-2, -1) * scale)  # (..., T, T): inf for scores above 88.7 in float32
+    return e / e.sum(dim=-1, keepdim=True) @ v  # (..., T, T) @ (..., T, Dh) -> (..., T, Dh)
+
+
+def _mha_variant(*, split="right", merge="right", scale="head_dim", out_proj=True, transpose_weights=False,
+                 stable=True):
     def fn(x, W_query, W_key, W_value, W_out, num_heads):
         B, T, D = x.shape
         Dh = D // num_heads
@@ -152,7 +158,7 @@ def _mha_variant(*, split="right", merge="right", scale="head_dim", out_proj=Tru
 
         q, k, v = split_(proj(W_query)), split_(proj(W_key)), split_(proj(W_value))  # (B, H, T, Dh) each
         s = {"head_dim": 1.0 / math.sqrt(Dh), "model_dim": 1.0 / math.sqrt(D), "none": 1.0}[scale]
-        heads = scaled_dot_product_attention(q, k, v, scale=s)  # (B, H, T, Dh)
+        heads = scaled_dot_product_attention(q, k, v, scale=s) if stable else _naive_attention(q, k, v, s)  # (B, H, T, Dh)
         if split == "no_transpose" or merge == "no_transpose":
             merged = heads.reshape(B, T, D)
         else:
@@ -168,6 +174,19 @@ def _mha_case(g, B, T, D, H, dtype=torch.float32, label=""):
     x = _randn(g, B, T, D, dtype=dtype)
     ws = [_randn(g, D, D, dtype=dtype, scale=1.5 / math.sqrt(D)) for _ in range(4)]
     return Case((x, *ws, H), label=label)
+
+
+def _mha_large_case(g, B, T, D, H, score: float) -> Case:
+    """Float32 inputs whose head-0 scores are all about ``score`` (+- 1): a plain exp overflows above 88.7.
+
+    W_query = W_key = identity; every token shares a large feature 0 (in head 0), a^2 / sqrt(Dh) = score.
+    """
+    a = math.sqrt(score * math.sqrt(D // H))
+    x = _randn(g, B, T, D, scale=0.5)
+    x[..., 0] = a
+    eye = torch.eye(D)
+    return Case((x, eye.clone(), eye.clone(), _randn(g, D, D, scale=0.3), _randn(g, D, D, scale=0.3), H),
+                label=f"scores about {score:g}")
 
 
 def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
@@ -187,6 +206,8 @@ def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
                      [_mha_case(g, 2, 4, 8, 4), _mha_case(g, 3, 3, 12, 3), _mha_case(g, 2, 6, 12, 2)]),
             Property("H = 1 is single-head attention with an output projection", [_mha_case(g, 2, 4, 6, 1)]),
             Property("float64 in, float64 out", [_mha_case(g, 2, 3, 8, 2, dtype=torch.float64)]),
+            Property("large scores do not overflow (about 120 in float32, where exp overflows past 88)",
+                     [_mha_large_case(g, 2, 4, 8, 2, 120.0)]),
         ],
         [
             Mistake("split_without_transpose",
@@ -204,6 +225,8 @@ def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("output_projection_forgotten",
                     "You forgot the output projection: after merging the heads, multiply by W_out, which mixes "
                     "the heads' results.", _mha_variant(out_proj=False)),
+            Mistake("unstable_softmax", "Your softmax overflows on large scores: exp(89) is inf in float32 (inf / inf = "
+                    "NaN). Subtract each row's max before exp, or use course_lib's softmax.", _mha_variant(stable=False)),
             Mistake("weights_transposed",
                     "You used the weights transposed (x @ W.T, as nn.Linear / F.linear does); in this exercise the "
                     "weights are used as x @ W.", _mha_variant(transpose_weights=True)),

@@ -9,8 +9,10 @@ functions that must not be used (qualified names, as imported: ``torch.nn.functi
 not ``F.softmax``). ``torch.Tensor.<method>`` also matches the method call ``x.<method>(...)``,
 and ``"@"`` the matrix-multiplication operator. Besides this list, an exercise may never use
 course_lib's own function of the same name (its reference: ``course_lib.softmax`` for
-``softmax``, ``course_lib.positional.apply_rope`` for ``apply_rope``); that rule needs no entry,
-so it covers new chapters too. The first name of an entry is the one shown to the learner.
+``softmax``, ``course_lib.positional.apply_rope`` for ``apply_rope``), however it is reached
+(``softmax = course_lib.softmax``, ``from course_lib.efficient import online_softmax``); that rule
+needs no entry, so it covers new chapters too. Where the course has the same function under
+another name (``online_softmax`` is a softmax, ``flash_attention`` is attention), the lists name it. The first name of an entry is the one shown to the learner.
 
 Both are keyed by exercise name, which is the name of the learner's function (and of its check,
 ``check_<name>``). Taught in: every exercises/ notebook.
@@ -68,6 +70,7 @@ _SOFTMAX = (
     "torch.nn.LogSoftmax",
     "scipy.special.softmax",
     "course_lib.attention.softmax",
+    "course_lib.efficient.online_softmax",  # the course's other softmax: ready-made too
 )
 _SDPA = (
     "torch.nn.functional.scaled_dot_product_attention",
@@ -75,6 +78,8 @@ _SDPA = (
     "course_lib.attention.scaled_dot_product_attention",
     "torch.nn.MultiheadAttention",
     "torch.nn.functional.multi_head_attention_forward",
+    "course_lib.efficient.flash_attention",  # the course's exact attention, computed in blocks
+    "course_lib.efficient.tiled_attention",
 )
 
 FORBIDDEN: dict[str, tuple[str, ...]] = {
@@ -101,7 +106,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "teacher_forcing_loss": ("course_lib.transformer.shift_right",),
     "find_alignment_head": ("course_lib.transformer.alignment_weight",),
     "online_softmax": _SOFTMAX + ("torch.logsumexp", "torch.special.logsumexp", "torch.Tensor.logsumexp"),
-    "tiled_attention": _SDPA + ("course_lib.efficient.tiled_attention",),
+    "tiled_attention": _SDPA,
     "kv_cache_step": ("course_lib.efficient.decode_step", "course_lib.efficient.KVCache"),
     "bert_self_attention": ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
                             "course_lib.multihead.MultiHeadAttention", "course_lib.MultiHeadAttention",

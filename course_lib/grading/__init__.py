@@ -43,9 +43,21 @@ one column per exercise, total, max) and ``DIR/feedback/<student>.md`` (per exer
 property passed or failed with the reason, shapes and dtypes only, and the diagnosis; never the
 reference code or the hidden inputs). Statuses: ``ok``, ``timeout``, ``memory``, ``crash``,
 ``invalid-notebook``, ``missing-function``, ``sandbox-violation`` (the code tried something the
-sandbox refused; scores are for what ran) and ``grader-error`` (a bug of the grader on that
+sandbox refused: every exercise scores zero, and the reason says what it tried, e.g.
+"sandbox-violation: tried to open <solutions>/03_scaling.ipynb for reading") and ``grader-error`` (a bug of the grader on that
 notebook; the rest of the batch is graded). The same inputs and seed give the same files, byte
-for byte. Exit status: 0 when every notebook got a row, 2 for bad command-line input.
+for byte. Exit status: 0 when every notebook got a row, 2 for bad command-line input, 3 when
+the ``course_lib`` package changed on disk during the batch (its sha256 is taken before and
+after; the rows are still written, and the changed files are named on stderr and in a last
+``grades.csv`` row).
+
+Text cells of ``grades.csv`` that a spreadsheet would run as a formula (starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return) get a leading ``'``; feedback file names keep
+only ``[A-Za-z0-9._-]`` of the student id, plus a short hash of the id when anything was dropped
+or two ids would share a file.
+
+``--format gradescope`` writes Gradescope's ``results.json`` for one submission folder instead
+(:mod:`.gradescope`); ``make gradescope`` builds the autograder zip.
 """
 
 from .cli import grade, main

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .confine import ISOLATION_CHOICES, ConfinementUnavailable, resolve_isolation
 from .discovery import _one_line, discover_chapters, find_submissions
+from .gradescope import write_results
+from .integrity import PACKAGE, PackageChanged, changed_files, snapshot
 from .report import write_feedback, write_grades
 from .sandbox import ForkServer, Settings
 from .scoring import Row, grade_submission
@@ -28,7 +30,8 @@ from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMO
 
 def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY_MB,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
-          fork_server: bool = True, isolation: str = "auto") -> list[Row]:
+          fork_server: bool = True, isolation: str = "auto", output_format: str = "csv",
+          package: Path | None = None) -> list[Row]:
     """Grade every submission and write ``out/grades.csv`` and ``out/feedback/``.
 
     Args:
@@ -45,15 +48,24 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         isolation: "auto" or "landlock": the operating system confines each worker (Landlock and
             seccomp, :mod:`course_lib.grading.confine`); "none": only the Python audit hook and
             resource limits (native code can then read solutions/: use it knowingly).
+        output_format: "csv" (grades.csv and feedback/) or "gradescope" (results.json, one submission).
+        package: the folder whose sha256 is compared before and after the batch (default: course_lib).
     Returns:
         the rows, sorted by student and notebook.
     Raises:
         ConfinementUnavailable: if isolation is "auto" or "landlock" and the kernel has no Landlock.
+        PackageChanged: when ``package`` changed during the batch, after the output was written
+            (the changed files are named in the message, in a last grades.csv row, or in results.json).
+        ValueError: for an unknown ``output_format``.
     """
+    if output_format not in ("csv", "gradescope"):
+        raise ValueError(f"output_format must be 'csv' or 'gradescope', got {output_format!r}")
     from tqdm import tqdm
 
     isolation = resolve_isolation(isolation)  # before any work: refuse early, with what to do
     warnings.filterwarnings("ignore", module="nbformat")
+    package = (package or PACKAGE).resolve()
+    before = snapshot(package)
     solutions = (solutions or ROOT / "solutions").resolve()
     out = out.resolve()
     chapters = discover_chapters(solutions, seed)
@@ -83,9 +95,17 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
             settings.server.close()
         shutil.rmtree(workspace, ignore_errors=True)
     rows.sort(key=lambda r: (r.student, r.notebook))
+    changed = changed_files(before, snapshot(package))
+    problem = PackageChanged(package, changed, rows) if changed else None
     out.mkdir(parents=True, exist_ok=True)
-    write_grades(rows, chapters, out / "grades.csv")
-    write_feedback(rows, out / "feedback")
+    if output_format == "gradescope":
+        write_results(rows, out / "results.json", problem=str(problem) if problem else "")
+    else:
+        alarm = [Row("<grader>", "", status="grader-error", reasons=[str(problem)])] if problem else []
+        write_grades(rows + alarm, chapters, out / "grades.csv")
+        write_feedback(rows, out / "feedback")
+    if problem is not None:
+        raise problem
     return rows
 
 
@@ -106,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebooks graded in parallel (default: the number of CPUs)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the grader's inputs; keep yours private (default {DEFAULT_SEED})")
+    parser.add_argument("--format", choices=("csv", "gradescope"), default="csv", dest="output_format",
+                        help="csv: grades.csv and feedback/ (default); gradescope: results.json for one submission")
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help=argparse.SUPPRESS)
+    parser.add_argument("--package", type=Path, default=PACKAGE, help=argparse.SUPPRESS)  # the folder hashed
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
                         help="how each worker is confined: auto (the strongest layer the kernel offers: Landlock "
@@ -130,20 +153,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no solutions folder at {args.solutions} (run course-grade from the course checkout)")
     out = args.out.resolve()
     if not find_submissions(args.submissions, exclude=[out]):
+        if args.output_format == "gradescope":  # Gradescope shows the student this instead of a bare failure
+            out.mkdir(parents=True, exist_ok=True)
+            write_results([], out / "results.json")
+            print(f"no notebooks found; wrote {out / 'results.json'}")
+            return 0
         parser.error("no notebooks found in " + ", ".join(str(p) for p in args.submissions))
     try:
         resolve_isolation(args.isolation)
     except ConfinementUnavailable as exc:
         print(f"course-grade: {exc}", file=sys.stderr)
         return 2
-    rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
-                 seed=args.seed, solutions=args.solutions, progress=not args.no_progress, isolation=args.isolation)
+    status = 0
+    try:
+        rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
+                     seed=args.seed, solutions=args.solutions, progress=not args.no_progress,
+                     isolation=args.isolation, output_format=args.output_format, package=args.package)
+    except PackageChanged as exc:
+        rows, status = exc.rows, 3
+        print(f"course-grade: INTEGRITY FAILURE: {exc}", file=sys.stderr)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"graded {len(rows)} notebook(s): {summary}; wrote {out / 'grades.csv'} and {out / 'feedback'}/")
-    return 0
+    wrote = f"{out / 'results.json'}" if args.output_format == "gradescope" else \
+        f"{out / 'grades.csv'} and {out / 'feedback'}/"
+    print(f"graded {len(rows)} notebook(s): {summary}; wrote {wrote}")
+    if status:
+        print("course-grade: the course_lib package changed during grading; see the message above "
+              "and the last row of the output", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

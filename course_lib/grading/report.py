@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from ..checks import core
 
 from .discovery import Chapter
-from .scoring import Row
+from .scoring import ExerciseGrade, Row
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,19 +39,79 @@ def write_grades(rows: list[Row], chapters: dict[str, Chapter], path: Path) -> N
     for row in rows:
         earned = {(row.chapter, g.name): g.earned for g in row.grades}
         cells = [f"{earned[(c, n)]:.2f}" if (c, n) in earned else "" for _, c, n in columns]
-        writer.writerow([row.student, row.notebook, row.chapter, row.status, "; ".join(row.reasons), *cells,
-                         f"{row.total:.2f}", f"{row.max_points:.2f}"])
+        text = [row.student, row.notebook, row.chapter, row.status, "; ".join(row.reasons)]
+        writer.writerow([*map(_cell, text), *cells, f"{row.total:.2f}", f"{row.max_points:.2f}"])
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading ``'`` before ``= + - @``, tab or CR (OWASP CSV injection).
+
+    Only text cells go through here; the points are numbers the grader formats (never negative).
+    """
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
 def _safe_filename(student: str) -> str:
-    name = re.sub(r"[^\w.@+-]", "_", student).lstrip(".")
-    return name or "_"
+    """The file stem for a student id: only ``[A-Za-z0-9._-]``, no leading dot, at most 80 characters.
+
+    An id that loses anything on the way (or is a reserved device name on Windows) gets ``-`` and
+    8 hex digits of its sha256, so ``a b`` and ``a_b`` never share a file.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", student).lstrip(".")[:80]
+    if name != student or not name or name.split(".")[0].lower() in _RESERVED:
+        name = f"{name or 'student'}-{_short_hash(student)}"
+    return name
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def feedback_names(students: list[str]) -> dict[str, str]:
+    """{student id: feedback file name}: safe names, distinct even on a case-insensitive filesystem."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for student in sorted(set(students)):
+        name = _safe_filename(student)
+        salt = 0
+        while name.lower() in taken:  # e.g. "Ann" and "ann" on macOS, or an id that mimics a hashed name
+            salt += 1
+            name = f"{_safe_filename(student)}-{_short_hash(f'{salt}:{student}')}"
+        taken.add(name.lower())
+        names[student] = f"{name}.md"
+    return names
+
+
+def exercise_lines(g: ExerciseGrade) -> list[str]:
+    """The feedback on one exercise: each property passed or failed, with the reason, and the diagnosis."""
+    report = g.report
+    if g.state != "graded" or report is None:
+        return [g.note or g.state]
+    out = [f"{report.passed} of {report.total} properties passed.", ""]
+    for r in report.results:
+        out.append(f"- [{'pass' if r.passed else 'FAIL'}] {r.title}")
+        if not r.passed and r.detail:
+            out.append(f"  - {r.detail}")
+    for key in report.diagnoses:
+        out.append(f"- Diagnosis: {core.diagnosis_message(g.exercise, key)}")
+    if report.status == "failed" and not report.diagnoses and any(
+        not r.passed and not r.title.startswith(core.HAND_WRITTEN) for r in report.results
+    ):
+        out.append("- No known mistake matches; compare your steps with the lesson, one shape at a time.")
+    return out
 
 
 def feedback_text(student: str, rows: list[Row]) -> str:
     """The Markdown feedback for one student: every notebook, every exercise, every property."""
-    out = [f"# Feedback for {student}", ""]
+    shown = "".join(ch if ch.isprintable() else "?" for ch in student)
+    out = [f"# Feedback for {shown}", ""]
     for row in rows:
         title = row.chapter or "unknown chapter"
         out += [f"## {title} ({row.notebook})", ""]
@@ -61,22 +122,7 @@ def feedback_text(student: str, rows: list[Row]) -> str:
         for g in row.grades:
             out.append(f"### {g.name}: {g.earned:.2f} / {g.points:.2f}")
             out.append("")
-            report = g.report
-            if g.state != "graded" or report is None:
-                out += [g.note or g.state, ""]
-                continue
-            out.append(f"{report.passed} of {report.total} properties passed.")
-            out.append("")
-            for r in report.results:
-                out.append(f"- [{'pass' if r.passed else 'FAIL'}] {r.title}")
-                if not r.passed and r.detail:
-                    out.append(f"  - {r.detail}")
-            for key in report.diagnoses:
-                out.append(f"- Diagnosis: {core.diagnosis_message(g.exercise, key)}")
-            if report.status == "failed" and not report.diagnoses and any(
-                not r.passed and not r.title.startswith(core.HAND_WRITTEN) for r in report.results
-            ):
-                out.append("- No known mistake matches; compare your steps with the lesson, one shape at a time.")
+            out += exercise_lines(g)
             out.append("")
         if row.notes:
             out += ["### Notes", ""] + [f"- {n}" for n in row.notes] + [""]
@@ -89,10 +135,9 @@ def write_feedback(rows: list[Row], folder: Path) -> None:
     by_student: dict[str, list[Row]] = {}
     for row in rows:
         by_student.setdefault(row.student, []).append(row)
-    used: dict[str, str] = {}
+    names = feedback_names(list(by_student))
     for student in sorted(by_student):
-        name = _safe_filename(student)
-        while name in used and used[name] != student:
-            name = "_" + name
-        used[name] = student
-        (folder / f"{name}.md").write_text(feedback_text(student, by_student[student]), encoding="utf-8")
+        path = folder / names[student]
+        if path.parent != folder:  # cannot happen (no separator survives _safe_filename); never write outside
+            raise ValueError(f"feedback file name {names[student]!r} leaves {folder}")
+        path.write_text(feedback_text(student, by_student[student]), encoding="utf-8")

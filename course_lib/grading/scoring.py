@@ -194,6 +194,15 @@ def _where(progress: str, nb: Any) -> str:
     return " while starting" if not progress.strip() else ""
 
 
+def _attempt(refusal: str) -> str:
+    """'tried to open <solutions>/x.ipynb for reading' from the worker's 'reading <solutions>/x.ipynb'."""
+    for verb, mode in (("reading ", "reading"), ("writing ", "writing")):
+        if refusal.startswith(verb):
+            target = refusal[len(verb):].replace(" (outside the sandbox)", "")
+            return f"tried to open {target} for {mode}"
+    return f"tried {refusal}"
+
+
 def _classify(row: Row, run: WorkerRun, nb: Any, settings: Settings) -> None:
     """Set the row's status and reasons from how the worker ended and what it reported."""
     results = run.results or {}
@@ -228,7 +237,11 @@ def _classify(row: Row, run: WorkerRun, nb: Any, settings: Settings) -> None:
             row.worsen("crash", f"the process ended early{where} ({run.results_error or 'incomplete results'})")
     violations = results.get("violations") if isinstance(results.get("violations"), list) else []
     for text in violations[:3]:
-        row.worsen("sandbox-violation", f"refused: {sanitize(settings.relabel(str(text)))}")
+        row.worsen("sandbox-violation", f"sandbox-violation: {_attempt(sanitize(settings.relabel(str(text))))}")
+    if violations:  # an attempt on the grader's files or the machine voids the notebook's marks
+        for g in row.grades:
+            g.earned = 0.0
+        row.notes.append("every exercise scores zero: the code tried something the grading sandbox refuses")
     missing = [g.name for g in row.grades if g.state in ("missing", "not-callable")]
     if missing:
         row.worsen("missing-function", "not defined: " + ", ".join(missing))
