@@ -220,7 +220,47 @@ def hostile_notebooks(folder: Path, out: Path) -> dict[str, str]:
     make("writes_output", add_cell(base, vandal), "sandbox-violation")
     uses_torch = with_body(solution(two), "softmax", "return torch.softmax(x, dim=dim)")
     make("uses_torch_softmax", uses_torch, "ok")
+    native_hostile(folder, out, make, base)
     return statuses
+
+
+#: A file the native attack tries to plant in course_lib/ (it must never exist).
+PLANTED = ROOT / "course_lib" / "_planted_by_a_submission.py"
+
+
+def native_hostile(folder: Path, out: Path, make, base) -> None:
+    """Submissions that attack through native code (libc through ctypes), one per attack.
+
+    Each looks up the libc function by name, which the worker's audit hook records as a sandbox
+    violation; the call itself is stopped by the kernel (Landlock, seccomp: tests/test_confine.py).
+    ``native_alias_reads_solutions`` uses a glibc alias the hook does not list: only the kernel stops
+    it, and its row must show that nothing was read.
+    """
+    libc = "import ctypes, os, signal\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    other = folder / "good_student" / f"{chapter('02')}.ipynb"
+    attacks = {
+        "native_writes_course_lib": f"fd = libc.open({str(PLANTED).encode()!r}, os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                                    "libc.write(fd, b'import os', 9)",
+        "native_writes_output": f"fd = libc.open({str(out / 'native.txt').encode()!r}, os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                                "libc.write(fd, b'hacked', 6)",
+        "native_reads_solutions": f"fd = libc.open({str(SOLUTIONS / (chapter('02') + '.ipynb')).encode()!r}, os.O_RDONLY)",
+        "native_reads_another_submission": f"fd = libc.openat(-100, {str(other).encode()!r}, os.O_RDONLY)",
+        "native_opens_a_socket": "s = libc.socket(2, 1, 0)",
+        "native_signals_the_parent": "libc.kill(os.getppid(), signal.SIGTERM)",
+        "native_ptraces_the_parent": "libc.ptrace(16, os.getppid(), 0, 0)  # PTRACE_ATTACH",
+        "native_fork_bomb": "while libc.fork() >= 0:\n    pass",
+    }
+    for student, attack in attacks.items():
+        make(student, add_cell(base, libc + attack), "sandbox-violation")
+    alias = f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.__open64_2({str(SOLUTIONS / (chapter('02') + '.ipynb')).encode()!r}, os.O_RDONLY)
+        if fd >= 0:
+            buf = ctypes.create_string_buffer(400)
+            libc.read(fd, buf, 400)
+            raise RuntimeError("stolen: " + buf.raw.decode(errors="replace").replace(chr(10), " "))"""
+    make("native_alias_reads_solutions", add_cell(base, alias), "ok")
 
 
 # --------------------------------------------------------------------------------------------

@@ -174,6 +174,30 @@ def test_the_sandbox_refuses_the_solutions_and_the_output_folder(batch):
     assert (batch.out / "grades.csv").read_text(encoding="utf-8").startswith("student,notebook,chapter,status,reason,")
 
 
+NATIVE_ATTEMPTS = {
+    "native_writes_course_lib": "open()", "native_writes_output": "open()", "native_reads_solutions": "open()",
+    "native_reads_another_submission": "openat()", "native_opens_a_socket": "socket()",
+    "native_signals_the_parent": "kill()", "native_ptraces_the_parent": "ptrace()", "native_fork_bomb": "fork()",
+}
+
+
+@pytest.mark.parametrize("student", sorted(NATIVE_ATTEMPTS))
+def test_native_code_attacks_are_violations_that_score_zero(batch, student):
+    row = batch.by_student[student]
+    assert row.status == "sandbox-violation" and row.total == 0
+    assert f"calling the C library's {NATIVE_ATTEMPTS[student]} through ctypes" in " ".join(row.reasons)
+
+
+def test_native_code_attacks_wrote_and_read_nothing(batch):
+    assert not fx.PLANTED.exists()  # nothing planted in course_lib/ (the integrity hash would also fail the batch)
+    assert not (batch.out / "native.txt").exists()
+    # the alias the audit hook does not list reached the kernel, which refused it: nothing was read
+    alias = batch.by_student["native_alias_reads_solutions"]
+    assert alias.status == "ok" and alias.total == alias.max_points > 0
+    assert "stolen" not in _feedback(batch, "native_alias_reads_solutions")
+    assert all(r.status != "grader-error" for r in batch.rows)  # the fork server survived the signal and ptrace
+
+
 def test_a_ready_made_function_loses_the_hand_written_property(batch):
     softmax = next(g for g in batch.by_student["uses_torch_softmax"].grades if g.name == "softmax")
     # torch.softmax also gives NaN on an all -inf row, where the task asks for zeros
