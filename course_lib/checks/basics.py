@@ -39,7 +39,7 @@ def _ref_cosine(u, v):
     return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
 
 
-def check_dot(fn: Callable, seed: int = 0) -> CheckReport:
+def check_dot(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``dot(u, v)``: u, v (E,) -> 0-d tensor, the sum of the elementwise products.
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -62,10 +62,10 @@ def check_dot(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda u, v: u.norm() * v.norm()),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_cosine_similarity(fn: Callable, seed: int = 0) -> CheckReport:
+def check_cosine_similarity(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``cosine_similarity(u, v)``: u, v (..., E) -> (...), dot / (|u| |v|).
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -93,10 +93,10 @@ def check_cosine_similarity(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda u, v: (u * v).sum() / (u.norm() * v.norm())),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_dot_product_scores(fn: Callable, seed: int = 0) -> CheckReport:
+def check_dot_product_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``dot_product_scores(query, key)``: (..., L, E), (..., S, E) -> (..., L, S), raw QK^T.
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -119,7 +119,7 @@ def check_dot_product_scores(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda q, k: dot_product_scores(q, k) / math.sqrt(q.shape[-1])),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def _softmax_other_axis(x, dim=-1):
     return _softmax(x, dim=other)
 
 
-def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax(x, dim=-1)``: stable, sums to 1 along ``dim``, any shape and dtype.
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -169,10 +169,10 @@ def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda x, dim=-1: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum()),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_softmax_with_temperature(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax_with_temperature(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax_with_temperature(x, temperature)`` = softmax(x / temperature) over the last dim.
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -201,7 +201,7 @@ def check_softmax_with_temperature(fn: Callable, seed: int = 0) -> CheckReport:
                     "*before* the softmax.", lambda x, temperature: _softmax(x) / temperature),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 def _ref_soft_lookup(query, keys, values):
@@ -209,7 +209,7 @@ def _ref_soft_lookup(query, keys, values):
     return weights @ values  # (S,) @ (S, Ev) -> (Ev,)
 
 
-def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
+def check_soft_lookup(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``soft_lookup(query, keys, values)``: query (E,), keys (S, E), values (S, Ev) -> (Ev,).
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -239,7 +239,7 @@ def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda q, k, v: _softmax(k @ q / math.sqrt(q.shape[-1])) @ v),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
 # --------------------------------------------------------------------------------------------
 
 
-def check_scaled_scores(fn: Callable, seed: int = 0) -> CheckReport:
+def check_scaled_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``scaled_scores(query, key)``: (..., L, E), (..., S, E) -> (..., L, S) = QK^T / sqrt(E).
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -274,7 +274,7 @@ def check_scaled_scores(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda q, k: k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 def _attention_variant(*, scale="sqrt", mask_mode="before", softmax_dim=-1):
@@ -314,7 +314,7 @@ def _attention_cases(g: torch.Generator) -> list[Property]:
     ]
 
 
-def check_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``attention(query, key, value, mask=None)``: scaled dot-product attention with a boolean mask.
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -337,10 +337,10 @@ def check_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     "sum to 1 over the keys (dim=-1).", _attention_variant(softmax_dim=-2)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_softmax_jacobian(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax_jacobian(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax_jacobian(p)``: p (S,) -> (S, S) = diag(p) - p p^T.
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -366,4 +366,4 @@ def check_softmax_jacobian(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("missing_outer", "You forgot the - p p^T term.", lambda p: torch.diag(p)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

@@ -27,7 +27,7 @@ from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMO
 
 def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY_MB,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
-          fork_server: bool = True) -> list[Row]:
+          fork_server: bool = True, device: str = "cpu") -> list[Row]:
     """Grade every submission and write ``out/grades.csv`` and ``out/feedback/``.
 
     Args:
@@ -41,11 +41,17 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         progress: show a progress bar on stderr.
         fork_server: fork each sandbox process from one that has imported torch already (about 2 s
             saved per notebook); False starts a fresh Python process for each notebook.
+        device: where the learner's functions are called, "cpu" (default) or "cuda": the inputs
+            are moved there and the outputs must come back there (a function that creates tensors
+            without ``device=`` fails on "cuda"); the outputs are judged on the CPU either way.
+    Raises:
+        ValueError: if device is not "cpu" or "cuda", or is "cuda" and CUDA is not available.
     Returns:
         the rows, sorted by student and notebook.
     """
     from tqdm import tqdm
 
+    _check_grading_device(device)
     warnings.filterwarnings("ignore", module="nbformat")
     solutions = (solutions or ROOT / "solutions").resolve()
     out = out.resolve()
@@ -55,7 +61,7 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     labels.update({str(solutions): "<solutions>", str(out): "<output>"})
     workspace = tempfile.mkdtemp(prefix="course-grade-run-")  # sandboxes in here; each may read only its own
     labels[workspace] = "<sandboxes>"
-    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace)
+    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace, device=device)
     rows: list[Row] = []
     try:
         if fork_server and subs:
@@ -82,6 +88,22 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     return rows
 
 
+GRADING_DEVICES = ("cpu", "cuda")  # meta is not one: a grade needs values, and meta tensors have none
+
+
+def _check_grading_device(device: str) -> None:
+    """Raise ValueError unless ``device`` is a device the grader can call the learner's functions on."""
+    if device not in GRADING_DEVICES:
+        raise ValueError(f"device must be one of {GRADING_DEVICES}, got {device!r} (the meta device has no values "
+                         f"to grade; check shapes on meta with check_<exercise>(fn, device='meta') in a notebook)")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but CUDA is not available on this machine "
+                             "(torch.cuda.is_available() is False); grade with --device cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``course-grade`` console script (see the module doc)."""
     parser = argparse.ArgumentParser(
@@ -99,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebooks graded in parallel (default: the number of CPUs)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the grader's inputs; keep yours private (default {DEFAULT_SEED})")
+    parser.add_argument("--device", choices=GRADING_DEVICES, default="cpu",
+                        help="where the learners' functions run: cpu (default) or cuda (refused when CUDA is not "
+                             "available); results are judged on the CPU either way")
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -115,13 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--memory must be at least {MIN_MEMORY_MB} MB (importing torch needs about that)")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    try:
+        _check_grading_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device {args.device}: {exc}")  # exit status 2
     if not args.solutions.is_dir():
         parser.error(f"no solutions folder at {args.solutions} (run course-grade from the course checkout)")
     out = args.out.resolve()
     if not find_submissions(args.submissions, exclude=[out]):
         parser.error("no notebooks found in " + ", ".join(str(p) for p in args.submissions))
     rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
-                 seed=args.seed, solutions=args.solutions, progress=not args.no_progress)
+                 seed=args.seed, solutions=args.solutions, progress=not args.no_progress, device=args.device)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
