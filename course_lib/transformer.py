@@ -126,12 +126,10 @@ def _check_ids(ids, name: str, fn: str) -> None:
 
 
 def _values_readable(t: torch.Tensor) -> bool:
-    """True when checking ``t``'s values costs no device sync: ``t`` lives in host memory (the CPU).
+    """True when reading ``t``'s values costs no device sync: ``t`` is on the CPU.
 
-    A forward pass never reads tensor values on the host: on a GPU, ``bool(t.any())`` or
-    ``int(t.max())`` waits for every queued kernel (a sync), and a ``meta`` tensor has no values
-    at all. So the checks of values (ids in range, an alignment with an aligned position) run only
-    on CPU tensors, where the values already are in host memory; on other devices they are left out.
+    On a GPU, ``bool(t.any())`` waits for every queued kernel; a ``meta`` tensor has no values. So
+    value checks (ids in range, an aligned position) run on CPU tensors only.
     """
     return t.device.type == "cpu"
 
@@ -646,10 +644,8 @@ class Seq2SeqTransformer(nn.Module):
         src (B, S) long, tgt_in (B, L) long -> logits (B, L, V_tgt).
     Raises:
         TypeError / ValueError: for bad sizes or options (the message names the argument); in
-            ``encode``/``decode``/``forward``, for ids that are not a 2-D integer tensor or longer
-            than ``max_len``, and, for ids **on the CPU**, outside ``[0, V)``. The values of ids
-            on another device are not read (that would stall a GPU, and meta tensors have none):
-            there ``nn.Embedding`` itself reports an id out of range (on CUDA as a device-side assert).
+            ``encode``/``decode``/``forward``, for ids that are not 2-D integers, longer than ``max_len``
+            or (**on the CPU** only: reading them elsewhere would stall a GPU) outside ``[0, V)``.
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3 and fig. 1.
     """
 
@@ -938,11 +934,9 @@ def greedy_decode(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bo
     their argmax. Every step recomputes the whole prefix (chapter 09's KV cache avoids that).
     Once a sequence has produced ``eos_id`` (if given), the rest of its row is ``pad_id``.
 
-    Stopping early is the one host read here: whether every row has ended is a value on the
-    device, and reading it makes the host wait for the GPU. It is read every 8 steps (not every
-    step), so up to 7 steps may run past the last end token; those steps only append ``pad_id``
-    to ended rows, so the result is the same. On the ``meta`` device (shapes only, no values)
-    it is never read and all ``max_len`` steps run.
+    Stopping early is the one host read here ("has every row ended?" makes the host wait for the
+    GPU): it is read every 8 steps, so up to 7 extra steps may append ``pad_id`` to ended rows
+    (same result). On ``meta`` (no values) it is never read and all ``max_len`` steps run.
 
     Call ``model.eval()`` first when the model has dropout.
 
@@ -1009,9 +1003,8 @@ def _check_alignment(weights, alignment, fn: str) -> None:
 def alignment_matrix(alignment: torch.Tensor, S: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The ideal attention weights of an alignment: row t is one-hot at source position ``alignment[t]``.
 
-    The width S is a shape, so it must be known on the host: pass it. Only when ``S`` is None is
-    it read from the values (``alignment.max() + 1``, a host read: a GPU sync, and impossible on
-    the ``meta`` device); every caller inside course_lib passes S.
+    S is a shape, so pass it: only ``S=None`` reads it from the values (``alignment.max() + 1``,
+    a host read: a GPU sync, impossible on ``meta``). Every caller inside course_lib passes S.
 
     Args:
         alignment: long tensor (..., L) of source positions; -1 marks a padded target position

@@ -329,3 +329,14 @@ def test_cross_attention_translator_runs_on_meta():
     model = CrossAttentionTranslator().to("meta")
     logits, weights = model(_ids(2, 5, 10).to("meta"), torch.tensor([5, 3]).to("meta"), need_weights=True)
     assert logits.device.type == "meta" and weights.shape == (2, 1, 5, 5)
+
+
+def test_date_data_rows_on_meta_pick_the_dates_without_reading_the_device():
+    from course_lib.data.tasks import make_date_splits
+
+    train, _, _ = make_date_splits(n_train=8, n_val=2, n_test=2)
+    on_meta = train.to("meta")
+    for index, picked in (([5, 1], [5, 1]), (torch.tensor([5, 1]), [5, 1]), (slice(1, 6, 4), [1, 5])):
+        rows = on_meta[index]
+        assert rows.src.device.type == "meta" and rows.src.shape == (2, train.src.shape[1])
+        assert rows.dates == [train.dates[i] for i in picked]
