@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade gradescope site bench clean
+.PHONY: help install lab test notebooks exercises grade gradescope site bench gpu-check clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
@@ -24,6 +24,7 @@ help:
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
 	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
+	@echo "make gpu-check  on a CUDA machine: unit tests, lessons, benchmark, grader on the GPU -> build/gpu-check.json (exit 2 without CUDA)"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
 	@echo "make gradescope build the Gradescope autograder zip in build/gradescope/autograder.zip"
 
@@ -74,6 +75,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_tiny_transformer.py
 	$(BIN)/python benchmarks/train_tiny_gpt.py --minutes 15 --threads 2
 	$(BIN)/python benchmarks/grade_throughput.py
+
+# On a machine with a CUDA GPU: everything on the GPU, one JSON report. Exits 2 (and says so) without CUDA.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -389,7 +389,10 @@ class BertEncoder(nn.Module):
                 f"{fn}: input_ids must be an int64 tensor (B, T) of token ids, got {input_ids.dtype} "
                 f"of shape {v.shape_str(input_ids)}"
             )
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+        # the ids' values are checked on the CPU only, where reading them costs no device sync
+        # (on a GPU it would stall the forward pass; meta tensors have no values)
+        if input_ids.device.type == "cpu" and input_ids.numel() and (
+                int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
             raise ValueError(f"{fn}: input_ids must lie in [0, vocab_size={self.vocab_size}), got values "
                              f"from {int(input_ids.min())} to {int(input_ids.max())}")
         B, T = input_ids.shape
@@ -429,7 +432,10 @@ class BertEncoder(nn.Module):
             sentence_embedding (B, D).
         Raises:
             TypeError: if an argument is not a tensor.
-            ValueError: if a shape is wrong, T > max_positions, or an id is outside the vocabulary.
+            ValueError: if a shape is wrong, T > max_positions, or (for input_ids on the CPU) an
+                id is outside the vocabulary. Only shapes and dtypes are checked on other
+                devices: reading the ids there would stall a GPU (and meta tensors have no
+                values); an id out of range then fails inside ``nn.Embedding``.
         """
         self._check(input_ids, attention_mask, token_type_ids, head_mask)
         device = self.embeddings.word_embeddings.weight.device

@@ -125,6 +125,15 @@ def _check_ids(ids, name: str, fn: str) -> None:
         )
 
 
+def _values_readable(t: torch.Tensor) -> bool:
+    """True when reading ``t``'s values costs no device sync: ``t`` is on the CPU.
+
+    On a GPU, ``bool(t.any())`` waits for every queued kernel; a ``meta`` tensor has no values. So
+    value checks (ids in range, an aligned position) run on CPU tensors only.
+    """
+    return t.device.type == "cpu"
+
+
 def _check_torch_layer(layer, cls, fn: str) -> None:
     if not isinstance(layer, cls):
         raise TypeError(f"{fn}: layer must be a torch.nn.{cls.__name__}, got {type(layer).__name__}")
@@ -634,7 +643,9 @@ class Seq2SeqTransformer(nn.Module):
     Shape:
         src (B, S) long, tgt_in (B, L) long -> logits (B, L, V_tgt).
     Raises:
-        TypeError / ValueError: for bad sizes or options (the message names the argument).
+        TypeError / ValueError: for bad sizes or options (the message names the argument); in
+            ``encode``/``decode``/``forward``, for ids that are not 2-D integers, longer than ``max_len``
+            or (**on the CPU** only: reading them elsewhere would stall a GPU) outside ``[0, V)``.
     Taught in: notebooks/08_tiny_transformer.ipynb.  Source: Vaswani et al. 2017, sec. 3 and fig. 1.
     """
 
@@ -673,7 +684,7 @@ class Seq2SeqTransformer(nn.Module):
         T = ids.shape[1]
         if T > self.max_len:
             raise ValueError(f"{fn}: {side} has {T} tokens but the model's positions cover max_len={self.max_len}")
-        if (ids < 0).any() or (ids >= embedding.num_embeddings).any():
+        if _values_readable(ids) and ((ids < 0).any() or (ids >= embedding.num_embeddings).any()):
             raise ValueError(f"{fn}: {side} ids must lie in [0, {embedding.num_embeddings}), got values "
                              f"from {int(ids.min())} to {int(ids.max())}")
         x = embedding(ids)  # (B, T) -> (B, T, D)
@@ -693,7 +704,8 @@ class Seq2SeqTransformer(nn.Module):
         Returns:
             memory (B, S, D); with ``need_weights``, ``(memory, [ (B, H, S, S) per layer ])``.
         Raises:
-            TypeError / ValueError: if src is not a 2-D integer tensor of valid ids, or too long.
+            TypeError / ValueError: if src is not a 2-D integer tensor, is longer than max_len,
+                or (on the CPU only, see the class) holds an id outside the vocabulary.
         """
         fn = "Seq2SeqTransformer.encode"
         _check_ids(src, "src", fn)
@@ -855,7 +867,9 @@ def train_seq2seq(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, bos_id
         desc: the progress bar's label.  progress: show a tqdm progress bar.
     Returns:
         history: ``{"step", "loss", "val_step", "val_exact"}``, lists of Python numbers (the last
-        two only when ``evaluate`` is given).
+        two only when ``evaluate`` is given). The losses stay on the device during training and
+        are read on the host once, at the end (a per-step ``loss.item()`` would make every step
+        wait for the GPU); ``evaluate`` returns a Python float, so each evaluation is a host read.
     Raises:
         ValueError: if steps, batch_size or eval_every is not a positive int, or src and tgt
             disagree on N.
@@ -874,6 +888,7 @@ def train_seq2seq(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, bos_id
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)  # linear decay to 0
     g = torch.Generator().manual_seed(seed)  # the order of the batches
     history: dict[str, list] = {"step": [], "loss": []}
+    losses: list[torch.Tensor] = []  # 0-d tensors on the model's device, read on the host once at the end
 
     def score() -> float:
         model.eval()  # dropout off while evaluating
@@ -892,13 +907,20 @@ def train_seq2seq(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, bos_id
         optimizer.step()
         schedule.step()
         history["step"].append(step)
-        history["loss"].append(loss.item())
+        losses.append(loss.detach())
         if evaluate is not None and step % eval_every == 0:
             history["val_step"].append(step)
             history["val_exact"].append(score())
             model.train()
     model.eval()
+    if losses:
+        history["loss"] = torch.stack(losses).tolist()  # (steps,): one host read for the whole run
     return history
+
+
+# greedy_decode reads "has every row ended?" on the host only every this many steps: each read
+# waits for the GPU to finish the queued steps, so reading it every step would serialise them.
+_EOS_CHECK_EVERY = 8
 
 
 @torch.no_grad()
@@ -911,6 +933,10 @@ def greedy_decode(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bo
     (starting with ``[bos]``, causal mask on), take the logits of the **last** position, append
     their argmax. Every step recomputes the whole prefix (chapter 09's KV cache avoids that).
     Once a sequence has produced ``eos_id`` (if given), the rest of its row is ``pad_id``.
+
+    Stopping early is the one host read here ("has every row ended?" makes the host wait for the
+    GPU): it is read every 8 steps, so up to 7 extra steps may append ``pad_id`` to ended rows
+    (same result). On ``meta`` (no values) it is never read and all ``max_len`` steps run.
 
     Call ``model.eval()`` first when the model has dropout.
 
@@ -937,14 +963,15 @@ def greedy_decode(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bo
     B = src.shape[0]
     out = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1): [bos]
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
-    for _ in range(max_len):
+    can_stop = eos_id is not None and src.device.type != "meta"
+    for step in range(1, max_len + 1):
         logits = model.decode(out, memory, memory_key_padding_mask=src_key_padding_mask)  # (B, t, V)
         next_id = logits[:, -1].argmax(dim=-1)  # (B,): the last position predicts the next token
         if eos_id is not None:
             next_id = torch.where(finished, torch.full_like(next_id, pad_id), next_id)
             finished = finished | (next_id == eos_id)
         out = torch.cat([out, next_id[:, None]], dim=1)  # (B, t) + (B, 1) -> (B, t+1)
-        if eos_id is not None and bool(finished.all()):
+        if can_stop and step % _EOS_CHECK_EVERY == 0 and bool(finished.all()):  # host read, every 8 steps
             break
     generated = out[:, 1:]  # drop the start token
     if generated.shape[1] < max_len:  # stopped early: every row has ended
@@ -969,17 +996,20 @@ def _check_alignment(weights, alignment, fn: str) -> None:
             f"{fn}: weights must be (B, H, L, S) and alignment (B, L) with the same B and L, got weights "
             f"{v.shape_str(weights)} and alignment {v.shape_str(alignment)}"
         )
-    if not (alignment >= 0).any():
+    if _values_readable(alignment) and not (alignment >= 0).any():  # a CPU read only: no device sync
         raise ValueError(f"{fn}: alignment has no aligned position (every entry is -1)")
 
 
 def alignment_matrix(alignment: torch.Tensor, S: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The ideal attention weights of an alignment: row t is one-hot at source position ``alignment[t]``.
 
+    S is a shape, so pass it: only ``S=None`` reads it from the values (``alignment.max() + 1``,
+    a host read: a GPU sync, impossible on ``meta``). Every caller inside course_lib passes S.
+
     Args:
         alignment: long tensor (..., L) of source positions; -1 marks a padded target position
             (its row is all zeros).
-        S: number of source positions (default: the largest index + 1).
+        S: number of source positions (default None: the largest index + 1, read on the host).
         dtype: floating dtype of the result.
     Returns:
         tensor (..., L, S) on ``alignment``'s device.
@@ -987,7 +1017,9 @@ def alignment_matrix(alignment: torch.Tensor, S: int | None = None, dtype: torch
         (..., L) -> (..., L, S)
     Raises:
         TypeError: if alignment is not an integer tensor.
-        ValueError: if an index is < -1 or >= S.
+        ValueError: if S is not a positive int, or, for an alignment on the CPU (whose values
+            are read without a device sync), if an index is < -1 or >= S. On other devices the
+            values are not checked: an index >= S, or < -1, gives an all-zero row.
     Taught in: notebooks/06_cross_attention.ipynb.
     """
     fn = "alignment_matrix"
@@ -997,7 +1029,7 @@ def alignment_matrix(alignment: torch.Tensor, S: int | None = None, dtype: torch
     if S is None:
         S = max(int(alignment.max()) + 1, 1)
     S = v.positive_int(S, "S", fn)
-    if (alignment < -1).any() or (alignment >= S).any():
+    if _values_readable(alignment) and ((alignment < -1).any() or (alignment >= S).any()):
         raise ValueError(f"{fn}: alignment values must lie in [-1, S) = [-1, {S}), got {alignment.tolist()}")
     positions = torch.arange(S, device=alignment.device)  # (S,)
     return (alignment[..., None] == positions).to(dtype)  # (..., L, 1) == (S,) -> (..., L, S)
@@ -1015,11 +1047,15 @@ def alignment_weight(weights: torch.Tensor, alignment: torch.Tensor) -> torch.Te
         alignment: integer tensor (B, L), the source position of each target token, -1 where a
             target token comes from no source token (a separator, a padding).
     Returns:
-        tensor (H,) in weights' dtype, each value in [0, 1].
+        tensor (H,) in weights' dtype, each value in [0, 1] (NaN when no position is aligned, on
+        devices where that is not checked, see Raises). No value is read on the host: the mean
+        over aligned positions is a masked sum divided by their count, whatever the device.
     Shape:
         weights (B, H, L, S), alignment (B, L) -> (H,)
     Raises:
-        TypeError / ValueError: for wrong types or shapes, or an alignment without any aligned position.
+        TypeError / ValueError: for wrong types or shapes; for an alignment on the CPU, also when
+            no position is aligned or an index is outside [-1, S) (values on other devices are
+            not read: that would stall a GPU, and meta tensors have none).
     Taught in: notebooks/08_tiny_transformer.ipynb (chapter 06 measured the same for one head).
     """
     fn = "alignment_weight"
@@ -1027,8 +1063,9 @@ def alignment_weight(weights: torch.Tensor, alignment: torch.Tensor) -> torch.Te
     S = weights.shape[-1]
     ideal = alignment_matrix(alignment.to(weights.device), S=S, dtype=weights.dtype)  # (B, L, S) one-hot rows
     on_right = (weights * ideal[:, None]).sum(dim=-1)  # (B, H, L, S) * (B, 1, L, S) -> (B, H, L)
-    aligned = (alignment >= 0).to(weights.device)  # (B, L)
-    return on_right.transpose(0, 1)[:, aligned].mean(dim=-1)  # (H, B, L) -> (H, N aligned) -> (H,)
+    aligned = (alignment >= 0).to(device=weights.device, dtype=weights.dtype)  # (B, L), 1 = aligned
+    # mean over the aligned positions as a masked sum over their count: no data-dependent shape
+    return (on_right * aligned[:, None]).sum(dim=(0, 2)) / aligned.sum()  # (B, H, L) * (B, 1, L) -> (H,)
 
 
 def find_alignment_head(cross_weights, alignment: torch.Tensor) -> tuple[int, int, float]:
@@ -1040,7 +1077,8 @@ def find_alignment_head(cross_weights, alignment: torch.Tensor) -> tuple[int, in
         alignment: integer tensor (B, L), -1 for unaligned target positions.
     Returns:
         ``(layer, head, score)``: ints and the head's :func:`alignment_weight` (a float). Ties go to
-        the first layer, then the first head.
+        the first layer, then the first head. Returning Python numbers means reading them on the
+        host, after all the scores are computed on the device; so it cannot run on ``meta``.
     Shape:
         (N, B, H, L, S), (B, L) -> (int, int, float)
     Raises:
@@ -1056,6 +1094,6 @@ def find_alignment_head(cross_weights, alignment: torch.Tensor) -> tuple[int, in
     if cross_weights.dim() != 5:
         raise ValueError(f"{fn}: cross_weights must be (N, B, H, L, S), got shape {v.shape_str(cross_weights)}")
     scores = torch.stack([alignment_weight(w, alignment) for w in cross_weights])  # (N, H)
-    best = int(scores.flatten().argmax())
+    best = int(scores.flatten().argmax())  # host read: the result is Python numbers
     H = scores.shape[1]
     return best // H, best % H, float(scores.flatten()[best])

@@ -41,16 +41,16 @@ def good_cross_attention(x_dec, x_enc, W_query, W_key, W_value):
 
 
 def good_masks(tgt_len, src_lengths):
-    lengths = [int(n) for n in src_lengths]
+    lengths, device = [int(n) for n in src_lengths], getattr(src_lengths, "device", None)
     S = max(lengths)
-    self_mask = torch.tensor([[j <= i for j in range(tgt_len)] for i in range(tgt_len)])
-    cross = torch.tensor([[[j < n for j in range(S)] for _ in range(tgt_len)] for n in lengths])
+    self_mask = torch.tensor([[j <= i for j in range(tgt_len)] for i in range(tgt_len)], device=device)
+    cross = torch.tensor([[[j < n for j in range(S)] for _ in range(tgt_len)] for n in lengths], device=device)
     return self_mask, cross
 
 
 def good_alignment_accuracy(weights, alignment):
     hits = [float(int(torch.argmax(row)) == int(a)) for row, a in zip(weights, alignment)]
-    return torch.tensor(sum(hits) / len(hits), dtype=weights.dtype)
+    return torch.tensor(sum(hits) / len(hits), dtype=weights.dtype, device=weights.device)
 
 
 def not_implemented(*args, **kwargs):
@@ -92,13 +92,13 @@ def _attend(q_src, k_src, v_src, W_query, W_key, W_value, scale=True, dim=-1):
 
 
 def _masks(tgt_len, src_lengths, diagonal=0, causal_cross=False, invert=False, expand=True):
-    lengths = [int(n) for n in src_lengths]
+    lengths, device = [int(n) for n in src_lengths], getattr(src_lengths, "device", None)
     B, S = len(lengths), max(lengths)
-    self_mask = torch.ones(tgt_len, tgt_len).tril(diagonal).bool()
-    pad = torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]  # (B, S)
+    self_mask = torch.ones(tgt_len, tgt_len, device=device).tril(diagonal).bool()
+    pad = torch.arange(S, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]  # (B, S)
     cross = pad[:, None, :].repeat(1, tgt_len, 1) if expand else pad[:, None, :]
     if causal_cross:
-        cross = cross & torch.ones(tgt_len, S).tril().bool()
+        cross = cross & torch.ones(tgt_len, S, device=device).tril().bool()
     if invert:
         self_mask, cross = ~self_mask, ~cross
     return self_mask, cross

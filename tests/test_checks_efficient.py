@@ -10,8 +10,8 @@ from course_lib import checks
 
 
 def good_online_softmax(x):
-    m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype)  # running max
-    d = torch.zeros(x.shape[:-1], dtype=x.dtype)  # running sum of exp(x_j - m)
+    m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype, device=x.device)  # running max
+    d = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # running sum of exp(x_j - m)
     for j in range(x.shape[-1]):
         m_new = torch.maximum(m, x[..., j])
         d = d * torch.exp(m - m_new) + torch.exp(x[..., j] - m_new)
@@ -21,9 +21,9 @@ def good_online_softmax(x):
 
 def good_tiled_attention(query, key, value, block_size):
     scale = query.shape[-1] ** -0.5
-    m = torch.full(query.shape[:-1] + (1,), float("-inf"), dtype=query.dtype)
-    l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
-    acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+    m = torch.full(query.shape[:-1] + (1,), float("-inf"), dtype=query.dtype, device=query.device)
+    l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype, device=query.device)
+    acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype, device=query.device)
     for start in range(0, key.shape[-2], block_size):
         k_blk, v_blk = key[..., start:start + block_size, :], value[..., start:start + block_size, :]
         s = torch.matmul(query, k_blk.transpose(-1, -2)) * scale
@@ -65,8 +65,8 @@ def test_the_right_answers_also_pass_with_another_seed():
 
 
 def softmax_sum_not_rescaled(x):
-    m = torch.full(x.shape[:-1], float("-inf"))
-    d = torch.zeros(x.shape[:-1])
+    m = torch.full(x.shape[:-1], float("-inf"), device=x.device)
+    d = torch.zeros(x.shape[:-1], device=x.device)
     for j in range(x.shape[-1]):
         m = torch.maximum(m, x[..., j])
         d = d + torch.exp(x[..., j] - m)  # the old sum stays relative to the old max
@@ -74,7 +74,7 @@ def softmax_sum_not_rescaled(x):
 
 
 def softmax_rescale_flipped(x):
-    m, d = x[..., 0].clone(), torch.ones(x.shape[:-1], dtype=x.dtype)  # starts from the first element
+    m, d = x[..., 0].clone(), torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)  # starts from the first element
     for j in range(1, x.shape[-1]):
         m_new = torch.maximum(m, x[..., j])
         d = d * torch.exp(m_new - m) + torch.exp(x[..., j] - m_new)
@@ -83,8 +83,8 @@ def softmax_rescale_flipped(x):
 
 
 def softmax_rescale_flipped_from_minus_inf(x):
-    m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype)
-    d = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype, device=x.device)
+    d = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
     for j in range(x.shape[-1]):
         m_new = torch.maximum(m, x[..., j])
         d = d * torch.exp(m_new - m) + torch.exp(x[..., j] - m_new)  # 0 * inf on the first step
@@ -93,7 +93,7 @@ def softmax_rescale_flipped_from_minus_inf(x):
 
 
 def softmax_without_max(x):
-    d = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    d = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
     for j in range(x.shape[-1]):
         d += torch.exp(x[..., j])
     return torch.exp(x) / d[..., None]
@@ -107,9 +107,9 @@ def softmax_not_normalised(x):
 def make_tiled(**bug):
     def fn(query, key, value, block_size):
         scale = 1.0 if bug.get("no_scale") else 1.0 / math.sqrt(query.shape[-1])
-        m = torch.full(query.shape[:-1] + (1,), float("-inf"), dtype=query.dtype)
-        l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
-        acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+        m = torch.full(query.shape[:-1] + (1,), float("-inf"), dtype=query.dtype, device=query.device)
+        l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype, device=query.device)
+        acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype, device=query.device)
         S = key.shape[-2]
         n_blocks = S // block_size if bug.get("drop_last") else math.ceil(S / block_size)
         for b in range(n_blocks):

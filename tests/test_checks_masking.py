@@ -15,7 +15,8 @@ def good_causal(L):
 
 
 def good_padding(lengths, S):
-    return torch.stack([torch.arange(S) < int(n) for n in lengths])  # (B, S)
+    device = getattr(lengths, "device", None)
+    return torch.stack([torch.arange(S, device=device) < int(n) for n in lengths])  # (B, S)
 
 
 def _safe_softmax(s):
@@ -60,7 +61,7 @@ def _scaled(q, k):
 
 
 def _positions(lengths, S):
-    return torch.arange(S)[None, :], lengths[:, None]
+    return torch.arange(S, device=lengths.device)[None, :], lengths[:, None]
 
 
 BUGGY = [

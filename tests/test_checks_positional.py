@@ -22,7 +22,7 @@ def good_sinusoidal(num_positions, embed_dim):
 def good_rope(x, positions):
     # complex-number form (Meta's LLaMA reference style), angles in float32
     E = x.shape[-1]
-    freqs = 1.0 / (10000.0 ** (torch.arange(0, E, 2).float() / E))  # (E/2,)
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, E, 2, device=x.device).float() / E))  # (E/2,)
     angles = torch.outer(positions.float(), freqs)  # (T, E/2)
     rot = torch.polar(torch.ones_like(angles), angles)  # (T, E/2) complex
     z = torch.view_as_complex(x.float().reshape(*x.shape[:-1], E // 2, 2).contiguous())
@@ -87,7 +87,7 @@ def rope_rotated_backwards(x, positions):
 def rope_rotate_half(x, positions):
     # the GPT-NeoX / Hugging Face convention: pairs (i, i + E/2)
     E = x.shape[-1]
-    freqs = 1.0 / (10000.0 ** (torch.arange(0, E, 2).float() / E))
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, E, 2, device=x.device).float() / E))
     angles = torch.outer(positions.float(), freqs)  # (T, E/2)
     cos, sin = torch.cat((angles.cos(), angles.cos()), -1), torch.cat((angles.sin(), angles.sin()), -1)  # (T, E)
     x1, x2 = x[..., : E // 2], x[..., E // 2:]
@@ -97,14 +97,14 @@ def rope_rotate_half(x, positions):
 
 def rope_frequency_exponent(x, positions):
     E = x.shape[-1]
-    freqs = 1.0 / (10000.0 ** (torch.arange(E // 2).float() / E))  # i / E instead of 2i / E
+    freqs = 1.0 / (10000.0 ** (torch.arange(E // 2, device=x.device).float() / E))  # i / E instead of 2i / E
     angles = torch.outer(positions.float(), freqs)
     z = torch.view_as_complex(x.float().reshape(*x.shape[:-1], E // 2, 2).contiguous())
     return torch.view_as_real(z * torch.polar(torch.ones_like(angles), angles)).flatten(-2).to(x.dtype)
 
 
 def rope_positions_ignored(x, positions):
-    return good_rope(x, torch.arange(x.shape[-2]))
+    return good_rope(x, torch.arange(x.shape[-2], device=x.device))
 
 
 BUGGY = [

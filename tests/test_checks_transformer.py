@@ -17,7 +17,7 @@ from course_lib.checks.transformer import LayerSpec, ModelSpec
 
 def good_decoder_layer_forward(layer, x, memory, memory_key_padding_mask):
     L = x.shape[1]
-    future = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)  # True above the diagonal
+    future = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), diagonal=1)  # True above the diagonal
     h = layer.norm1(x)
     x = x + layer.self_attention(h, h, h, attn_mask=~future)
     h = layer.norm2(x)
@@ -46,10 +46,10 @@ def good_greedy_decode(model, src, max_len, bos_id):
     memory = model.encode(src)
     rows = [[bos_id] for _ in range(src.shape[0])]
     for _ in range(max_len):
-        logits = model.decode(torch.tensor(rows), memory)  # (B, t, V)
+        logits = model.decode(torch.tensor(rows, device=src.device), memory)  # (B, t, V)
         for b, row in enumerate(rows):
             row.append(int(torch.argmax(logits[b, len(row) - 1])))
-    return torch.tensor([row[1:] for row in rows])
+    return torch.tensor([row[1:] for row in rows], device=src.device)
 
 
 def good_find_alignment_head(cross_weights, alignment):
@@ -131,7 +131,7 @@ def _decode(steps=0, keep_bos=False, position=-1, causal=True, feed_back=True):
     @torch.no_grad()
     def fn(model, src, max_len, bos_id):
         memory = model.encode(src)
-        out = torch.full((src.shape[0], 1), bos_id)
+        out = torch.full((src.shape[0], 1), bos_id, device=src.device)
         for _ in range(max_len + steps):
             logits = model.decode(out if feed_back else out[:, :1], memory, tgt_is_causal=causal)
             out = torch.cat([out, logits[:, position].argmax(-1, keepdim=True)], dim=1)

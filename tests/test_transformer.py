@@ -303,6 +303,22 @@ def test_greedy_decode_stops_at_eos_and_pads():
     assert one.shape == (1, 8) and one[0].tolist() == out[0].tolist()  # stopped early, still padded to max_len
 
 
+def test_greedy_decode_reads_the_end_on_the_host_every_8_steps():
+    """Once every row has ended, decoding stops at the next multiple of 8 steps (not at max_len, not every step)."""
+    model = small_model(seed=4)
+    src = torch.randint(1, 11, (1, 5), generator=torch.Generator().manual_seed(4))
+    free = greedy_decode(model, src, 11, 1)
+    eos = int(free[0, 1])  # the row ends at step 2 (or at step 1 if it emits the same token first)
+    calls = []
+    decode = model.decode
+    model.decode = lambda *args, **kwargs: calls.append(1) or decode(*args, **kwargs)
+    out = greedy_decode(model, src, 11, 1, eos_id=eos, pad_id=0)
+    assert len(calls) == 8  # read at step 8, the first multiple of 8 after the end
+    stop = free[0].tolist().index(eos)
+    assert out[0, : stop + 1].tolist() == free[0, : stop + 1].tolist() and (out[0, stop + 1:] == 0).all()
+    assert out.shape == (1, 11)
+
+
 def test_alignment_weight_and_head():
     B, H, L, S = 2, 3, 4, 5
     alignment = torch.tensor([[0, 2, -1, 4], [1, -1, 3, 3]])

@@ -18,6 +18,11 @@ output differs from the reference but equals a mistake's output on the same inpu
 names that mistake. A mistake is only named when its output differs from the right answer on
 that input, so a correct function is never "diagnosed".
 
+Devices: ``check_<exercise>(fn, device=None)`` runs ``fn`` on ``device`` (default: the notebook's,
+``course_lib.get_device()``, so ``COURSE_DEVICE`` is honoured); the inputs are moved there, the
+outputs must be there, and they are judged on the CPU. ``device="meta"`` checks shapes and dtypes
+only (status "shapes only"): a quick way to see that a function never reads values on the host.
+
 Taught in: every solutions/ and exercises/ notebook.
 """
 

@@ -64,7 +64,7 @@ def _ref_cosine(u, v):
     return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
 
 
-def check_dot(fn: Callable, seed: int = 0) -> CheckReport:
+def check_dot(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``dot(u, v)``: u, v (E,) -> 0-d tensor, the sum of the elementwise products.
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -87,10 +87,10 @@ def check_dot(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda u, v: u.norm() * v.norm()),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_cosine_similarity(fn: Callable, seed: int = 0) -> CheckReport:
+def check_cosine_similarity(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``cosine_similarity(u, v)``: u, v (..., E) -> (...), dot / (|u| |v|).
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -118,10 +118,10 @@ def check_cosine_similarity(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda u, v: (u * v).sum() / (u.norm() * v.norm())),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_dot_product_scores(fn: Callable, seed: int = 0) -> CheckReport:
+def check_dot_product_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``dot_product_scores(query, key)``: (..., L, E), (..., S, E) -> (..., L, S), raw QK^T.
 
     Taught in: notebooks/01_dot_products.ipynb.
@@ -145,7 +145,7 @@ def check_dot_product_scores(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("batch_transpose", BATCH_TRANSPOSE, lambda q, k: q @ _all_dims_reversed(k)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def _softmax_other_axis(x, dim=-1):
     return _softmax(x, dim=other)
 
 
-def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax(x, dim=-1)``: stable, sums to 1 along ``dim``, any shape and dtype; zeros on an all -inf slice.
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -206,10 +206,10 @@ def check_softmax(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda x, dim=-1: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum()),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_softmax_with_temperature(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax_with_temperature(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax_with_temperature(x, temperature)`` = softmax(x / temperature) over the last dim.
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -238,7 +238,7 @@ def check_softmax_with_temperature(fn: Callable, seed: int = 0) -> CheckReport:
                     "*before* the softmax.", lambda x, temperature: _softmax(x) / temperature),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 def _ref_soft_lookup(query, keys, values):
@@ -246,7 +246,7 @@ def _ref_soft_lookup(query, keys, values):
     return weights @ values  # (S,) @ (S, Ev) -> (Ev,)
 
 
-def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
+def check_soft_lookup(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``soft_lookup(query, keys, values)``: query (E,), keys (S, E), values (S, Ev) -> (Ev,).
 
     Taught in: notebooks/02_softmax.ipynb.
@@ -276,7 +276,7 @@ def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda q, k, v: _softmax(k @ q / math.sqrt(q.shape[-1])) @ v),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def check_soft_lookup(fn: Callable, seed: int = 0) -> CheckReport:
 # --------------------------------------------------------------------------------------------
 
 
-def check_scaled_scores(fn: Callable, seed: int = 0) -> CheckReport:
+def check_scaled_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``scaled_scores(query, key)``: (..., L, E), (..., S, E) -> (..., L, S) = QK^T / sqrt(E).
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -312,7 +312,7 @@ def check_scaled_scores(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("batch_transpose", BATCH_TRANSPOSE, lambda q, k: q @ _all_dims_reversed(k) / math.sqrt(q.shape[-1])),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 def _attention_variant(*, scale="sqrt", mask_mode="before", softmax_dim=-1, stable=True, transpose="last2"):
@@ -356,7 +356,7 @@ def _attention_cases(g: torch.Generator) -> list[Property]:
     ]
 
 
-def check_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``attention(query, key, value, mask=None)``: scaled dot-product attention with a boolean mask.
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -383,10 +383,10 @@ def check_attention(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("batch_transpose", BATCH_TRANSPOSE, _attention_variant(transpose="all")),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
-def check_softmax_jacobian(fn: Callable, seed: int = 0) -> CheckReport:
+def check_softmax_jacobian(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``softmax_jacobian(p)``: p (S,) -> (S, S) = diag(p) - p p^T.
 
     Taught in: notebooks/03_scaling.ipynb.
@@ -412,4 +412,4 @@ def check_softmax_jacobian(fn: Callable, seed: int = 0) -> CheckReport:
             Mistake("missing_outer", "You forgot the - p p^T term.", lambda p: torch.diag(p)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

@@ -16,16 +16,28 @@ Checking is split in two steps, so that the batch grader can run them in differe
 :func:`run_check` does both, then prints. Under :func:`capture` it does neither: it records the
 exercise (and the callable it was given) and returns, which is how the grader collects every
 exercise of a chapter with the instructor's seed.
+
+Devices: the cases are made on the CPU (the same inputs on every machine). ``run_check(...,
+device=d)`` (every ``check_<exercise>(fn, device=None)`` passes its ``device`` through; ``None``
+means the notebook's device, :func:`course_lib.get_device`, which honours ``COURSE_DEVICE``) calls
+the learner's function with every tensor of the case moved to ``d`` (and every module spec built
+on ``d``), requires every returned tensor to be on ``d``, and brings the results back to the CPU,
+where they are judged against the reference. On ``meta`` (tensors without values) nothing can be
+judged but shapes and dtypes: the report's status is ``"shapes only"`` (or ``"failed"`` when a
+shape or dtype is wrong, or the function crashed, e.g. because it reads values on the host).
 """
 
 from __future__ import annotations
 
 import re
+import functools
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Iterator
 
 import torch
+
+from ..device import get_device
 
 from .handwritten import hand_written_result, ready_made_in_function
 from .base import (HAND_WRITTEN, NOT_IMPLEMENTED, Captured, Case, CheckReport, Exercise, Mistake,  # noqa: F401
@@ -85,20 +97,144 @@ def _call(fn: Callable, case: Case):
     return fn(*args, **kwargs)
 
 
+# Devices: the learner's function runs on the check's device, the judging on the CPU.
+# --------------------------------------------------------------------------------------------
+
+SHAPES_ONLY = "shapes only"  # the status of a check on the meta device: values cannot be judged
+
+
+class WrongDeviceError(RuntimeError):
+    """The learner's function returned a tensor on another device than its inputs'."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device a check runs the learner's function on.
+
+    Args:
+        device: None (the notebook's device: :func:`course_lib.get_device`, so ``COURSE_DEVICE``
+            is honoured), ``"meta"``, or a device :func:`course_lib.get_device` accepts.
+    Returns:
+        torch.device
+    Raises:
+        TypeError / ValueError: as :func:`course_lib.get_device` (a device kind that is unknown or
+            not available on this machine, e.g. "cuda" without a GPU).
+    """
+    if device is None:
+        return get_device()
+    if isinstance(device, (str, torch.device)) and str(device) == "meta":
+        return torch.device("meta")
+    return get_device(device)
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+class _SpecOn:
+    """A module spec (anything with ``build``) whose modules are built, then moved to ``device``."""
+
+    def __init__(self, spec, device: torch.device):
+        self._spec, self._device = spec, device
+
+    def build(self, *args, **kwargs):
+        return self._spec.build(*args, **kwargs).to(self._device)
+
+    def __getattr__(self, name):
+        return getattr(self._spec, name)
+
+    def __repr__(self) -> str:
+        return repr(self._spec)
+
+
+def _to_device(a: Any, device: torch.device, moved: list) -> Any:
+    """One argument with every tensor moved to ``device`` (a copy) and every module spec building there.
+
+    Appends to ``moved`` for each tensor or spec moved.
+    """
+    if isinstance(a, torch.Tensor):
+        moved.append(a)
+        return a.to(device, copy=True)
+    if isinstance(a, list):
+        return [_to_device(x, device, moved) for x in a]
+    if isinstance(a, tuple):
+        return tuple(_to_device(x, device, moved) for x in a)
+    if isinstance(a, dict):
+        return {k: _to_device(x, device, moved) for k, x in a.items()}
+    if callable(getattr(a, "build", None)):
+        moved.append(a)
+        return _SpecOn(a, device)
+    return a
+
+
+def _back(value: Any, device: torch.device | None, keep: bool) -> Any:
+    """A returned value with its tensors checked to be on ``device`` (None: anywhere), then moved to the CPU
+    (unless ``keep``)."""
+    if isinstance(value, torch.Tensor):
+        if device is not None and not _on(value, device):
+            raise WrongDeviceError(f"returned a tensor on {value.device}, expected {device} (the device of the "
+                                   f"inputs): create new tensors with device=<input>.device")
+        return value if keep and value.device.type == "meta" else value.detach().cpu()
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        items = [_back(x, device, keep) for x in value]
+        return items if type(value) is list else tuple(items)
+    if type(value) is dict:
+        return {k: _back(x, device, keep) for k, x in value.items()}
+    return value
+
+
+def on_device(fn: Callable, device: str | torch.device) -> Callable:
+    """``fn`` called with its tensor arguments moved to ``device``, its tensor results brought back to the CPU.
+
+    The batch grader's worker wraps the learner's callable with it; :func:`compute_outcomes` too.
+    When a tensor (or module spec) was moved, a returned tensor that is not on ``device`` raises
+    :class:`WrongDeviceError` (a function that creates tensors without ``device=`` fails here on
+    a GPU); a function given no tensor (``causal_mask(L)``) may return tensors anywhere. On
+    ``meta`` the results stay on ``meta`` (there are no values to bring back), and PyTorch's
+    NotImplementedError for an operation without a meta kernel (``nonzero``, boolean indexing:
+    data-dependent shapes) is raised as a RuntimeError, so that it does not read as an unfilled stub.
+    """
+    device = torch.device(device)
+    keep = device.type == "meta"
+
+    @functools.wraps(fn)
+    def called(*args, **kwargs):
+        moved: list = []
+        args = [_to_device(a, device, moved) for a in args]
+        kwargs = {k: _to_device(a, device, moved) for k, a in kwargs.items()}
+        try:
+            out = fn(*args, **kwargs)
+        except NotImplementedError as exc:
+            if keep and ("meta" in str(exc).lower() or "data-independent" in str(exc)):
+                raise RuntimeError(f"PyTorch cannot run an operation of this function on meta tensors: "
+                                   f"{str(exc).splitlines()[0][:200]}") from None
+            raise
+        return _back(out, device if moved else None, keep)
+
+    return called
+
+
 # Outcomes: what the learner's function did on each case (computed here or in a sandbox).
 # --------------------------------------------------------------------------------------------
 
 
-def compute_outcomes(exercise: Exercise, student_fn: Callable) -> list[list[Outcome]]:
+def compute_outcomes(exercise: Exercise, student_fn: Callable,
+                     device: str | torch.device | None = "cpu") -> list[list[Outcome]]:
     """Call ``student_fn`` on every case of ``exercise``; one outcome per case, per property.
 
     Cases are run smallest first within each property (the order of the original check). Once
     the function raises NotImplementedError, it is not called again: every remaining case gets
     that same outcome.
 
+    Args:
+        exercise: the exercise.  student_fn: the learner's function.
+        device: where to call it (see :func:`on_device`; default the CPU, None = the notebook's
+            device). Returned tensors come back on the CPU (on meta, they stay on meta).
     Returns:
         ``outcomes[i][j]`` for ``exercise.properties[i].cases[j]``.
     """
+    device = resolve_device(device)
+    if device.type != "cpu":
+        student_fn = on_device(student_fn, device)
     outcomes: list[list[Outcome]] = []
     stub: Raised | None = None
     for prop in exercise.properties:
@@ -186,6 +322,63 @@ def judge(exercise: Exercise, outcomes: list[list[Outcome]], show_values: bool =
     return report
 
 
+def _shape_of(value: Any) -> Any:
+    """Tensors as (shape, dtype), containers element by element, numbers by their type only."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return [_shape_of(x) for x in value]
+    if isinstance(value, dict):
+        return {k: _shape_of(x) for k, x in value.items()}
+    if isinstance(value, (bool, int, float)):
+        return type(value).__name__
+    return repr(value)
+
+
+_ON_META = " (shapes and dtypes only, on meta)"
+_HOST_READ_TEXTS = ("cannot be called on meta tensors", "Cannot copy out of meta tensor", "on meta tensors")
+
+
+def judge_shapes(exercise: Exercise, outcomes: list[list[Outcome]]) -> CheckReport:
+    """The verdict on outcomes computed on the ``meta`` device: shapes and dtypes only, no values.
+
+    Each property passes when, on every case, the learner's function ran and returned the
+    reference's structure (same shapes and dtypes, computed on the CPU). The status is
+    ``"shapes only"`` when all pass (values were not judged: there are none on meta), else
+    ``"failed"``; "not implemented" as in :func:`judge`.
+    """
+    if len(outcomes) != len(exercise.properties) or any(
+        len(row) != len(prop.cases) for row, prop in zip(outcomes, exercise.properties)
+    ):
+        raise ValueError(f"{exercise.name}: outcomes do not match the exercise's cases")
+    report = CheckReport(exercise.name, SHAPES_ONLY)
+    for prop, row in zip(exercise.properties, outcomes):
+        failure = None
+        for j in sorted(range(len(prop.cases)), key=lambda j: prop.cases[j].size()):
+            case, outcome = prop.cases[j], row[j]
+            if isinstance(outcome, Raised):
+                if outcome.not_implemented:
+                    return CheckReport(exercise.name, "not implemented")
+                reason = outcome.reason()
+                if any(text in outcome.message for text in _HOST_READ_TEXTS):
+                    reason += (" (it reads a tensor's value on the host: .item(), bool(t), float(t), .tolist() or a "
+                               "data-dependent shape; on a GPU that waits for the device)")
+                failure = failure or (case, reason)
+                continue
+            got, expected = _shape_of(outcome.value), _shape_of(_call(exercise.reference, case))
+            if got != expected:
+                failure = failure or (case, f"returned {got}, expected {expected}")
+        title = f"{prop.title}{_ON_META}"
+        if failure is None:
+            report.results.append(PropertyResult(title, True))
+        else:
+            case, reason = failure
+            report.results.append(PropertyResult(title, False, f"on input {case.describe(False)}: {reason}"))
+    if report.passed < report.total:
+        report.status = "failed"
+    return report
+
+
 # --------------------------------------------------------------------------------------------
 # Capturing exercises (the batch grader) instead of running them.
 # --------------------------------------------------------------------------------------------
@@ -221,11 +414,21 @@ def capture() -> Iterator[list[Captured]]:
 # --------------------------------------------------------------------------------------------
 
 
-def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) -> CheckReport:
+def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
+              device: str | torch.device | None = None) -> CheckReport:
     """Run every property of ``exercise`` on ``student_fn``; print and return a CheckReport.
 
     Under :func:`capture`, record the exercise and return a report with status "captured"
     instead (the function is not called, nothing is printed).
+
+    Args:
+        exercise: the exercise.  student_fn: the learner's function.  verbose: print the report.
+        device: where the learner's function runs (None: :func:`course_lib.get_device`, which
+            honours ``COURSE_DEVICE``). Its inputs are moved there, its outputs must come back
+            there and are judged on the CPU. On ``"meta"``, shapes and dtypes only (status
+            "shapes only", see :func:`judge_shapes`).
+    Raises:
+        ValueError: if ``device`` is unknown or not available here (e.g. "cuda" without a GPU).
     """
     records = _CAPTURING.get()
     if records is not None:
@@ -236,7 +439,12 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True) ->
         report.results.append(PropertyResult("is a function", False, f"got {type(student_fn).__name__}, not a function"))
         _print(report, verbose)
         return report
-    report = judge(exercise, compute_outcomes(exercise, student_fn))
+    device = resolve_device(device)
+    if device.type == "meta":
+        report = judge_shapes(exercise, compute_outcomes(exercise, student_fn, device))
+        _print(report, verbose, exercise)
+        return report
+    report = judge(exercise, compute_outcomes(exercise, student_fn, device))
     if report.status != "not implemented":
         result = hand_written_result(exercise.name, ready_made_in_function(exercise.name, student_fn))
         if result is not None:
@@ -333,6 +541,9 @@ def _print(report: CheckReport, verbose: bool, exercise: Exercise | None = None)
         print(f"{name}: {NOT_IMPLEMENTED} (replace the `raise NotImplementedError` line with your code, then re-run)")
         return
     mark = "all properties passed" if report.status == "passed" else f"{report.passed}/{report.total} properties passed"
+    on_meta = report.status == SHAPES_ONLY or any(r.title.endswith(_ON_META) for r in report.results)
+    if on_meta:
+        mark += "; on the meta device values cannot be judged: shapes and dtypes only"
     print(f"{name}: {mark}")
     for r in report.results:
         print(f"  [{'pass' if r.passed else 'FAIL'}] {r.title}")
@@ -340,7 +551,7 @@ def _print(report: CheckReport, verbose: bool, exercise: Exercise | None = None)
             print(f"         {r.detail}")
     for key in report.diagnoses:
         print(f"  Diagnosis: {diagnosis_message(exercise, key)}")
-    if report.status == "failed" and not report.diagnoses and any(
+    if report.status == "failed" and not on_meta and not report.diagnoses and any(
         not r.passed and not r.title.startswith(HAND_WRITTEN) for r in report.results
     ):
         print("  No known mistake matches; compare your steps with the lesson, one shape at a time.")

@@ -97,7 +97,7 @@ def _guard_lengths(fn: Callable) -> Callable:
     return guarded
 
 
-def check_cross_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_cross_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``cross_attention(x_dec, x_enc, W_query, W_key, W_value)``: single-head cross-attention.
 
     Queries come from ``x_dec`` (B, L, D), keys and values from ``x_enc`` (B, S, D); the weights
@@ -157,7 +157,7 @@ def check_cross_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     "(B, S, E). Transpose only the last two: key.transpose(-2, -1).", _cross_variant(transpose="all")),
         ],
     )
-    return run_check(ex, _guard_lengths(fn) if callable(fn) else fn)
+    return run_check(ex, _guard_lengths(fn) if callable(fn) else fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def _compare_masks(got: Any, expected: tuple) -> str | None:
     return None
 
 
-def check_encoder_decoder_masks(fn: Callable, seed: int = 0) -> CheckReport:
+def check_encoder_decoder_masks(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``encoder_decoder_masks(tgt_len, src_lengths)`` -> (self_mask (L, L), cross_mask (B, L, S)).
 
     ``self_mask`` is the decoder's causal mask; ``cross_mask[b, i, j]`` is True when source token j
@@ -261,7 +261,7 @@ def check_encoder_decoder_masks(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare_masks,
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def _ref_alignment_accuracy(weights, alignment):
     return hits.to(weights.dtype).mean()  # 0-d
 
 
-def check_alignment_accuracy(fn: Callable, seed: int = 0) -> CheckReport:
+def check_alignment_accuracy(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``alignment_accuracy(weights, alignment)``: weights (L, S), alignment (L,) long -> 0-d float.
 
     The result is the fraction of target positions i whose largest weight falls on the right
@@ -318,4 +318,4 @@ def check_alignment_accuracy(fn: Callable, seed: int = 0) -> CheckReport:
                     lambda w, a: (w.argmax(dim=-1) == a).to(w.dtype).sum()),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

@@ -66,7 +66,7 @@ def _online_softmax_variant(*, rescale: str = "right", normalise: bool = True, s
     return fn
 
 
-def check_online_softmax(fn: Callable, seed: int = 0) -> CheckReport:
+def check_online_softmax(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``online_softmax(x)``: softmax over the last dim with a running max and a running sum.
 
     x (..., N) -> (..., N), rows sum to 1, stable on large values, dtype kept.
@@ -104,7 +104,7 @@ def check_online_softmax(fn: Callable, seed: int = 0) -> CheckReport:
                     "must add up to 1.", _online_softmax_variant(normalise=False)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _compare_tiled(got: Any, expected: Any) -> str | None:
     return _difference(got, expected)
 
 
-def check_tiled_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_tiled_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``tiled_attention(query, key, value, block_size)``: exact attention, keys in blocks.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev), block_size int -> (..., L, Ev), equal to
@@ -317,7 +317,7 @@ def check_tiled_attention(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare_tiled,
     )
-    return run_check(ex, _tiled_memory_guard(fn))
+    return run_check(ex, _tiled_memory_guard(fn), device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def _naive_step(query, key, value, cache_keys, cache_values):
     return _naive_attention_variant(query, keys, values, None), keys, values
 
 
-def check_kv_cache_step(fn: Callable, seed: int = 0) -> CheckReport:
+def check_kv_cache_step(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``kv_cache_step(query, key, value, cache_keys, cache_values)`` -> (output, cache_keys, cache_values).
 
     query, key (..., 1, E), value (..., 1, Ev): the newest token; cache_keys (..., P, E),
@@ -432,4 +432,4 @@ def check_kv_cache_step(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare_step,
     )
-    return run_check(ex, _catching_cat_errors(fn))
+    return run_check(ex, _catching_cat_errors(fn), device=device)

@@ -45,7 +45,7 @@ def _loss_variant(kind: str) -> Callable:
     return fn
 
 
-def check_lm_loss(fn: Callable, seed: int = 0) -> CheckReport:
+def check_lm_loss(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``lm_loss(logits, ids)``: mean next-token cross-entropy, logits[:, t] scored on ids[:, t + 1].
 
     logits (B, T, V) float, ids (B, T) int64 -> a scalar tensor (shape ()).
@@ -80,7 +80,7 @@ def check_lm_loss(fn: Callable, seed: int = 0) -> CheckReport:
                     "each sequence (logits[:, :-1], ids[:, 1:]), then flatten.", _loss_variant("shift_across_batch")),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def _sampling_variant(*, softmax_first: str | None = None, multiply_temperature:
     return fn
 
 
-def check_sampling_probs(fn: Callable, seed: int = 0) -> CheckReport:
+def check_sampling_probs(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``sampling_probs(logits, temperature, top_k, top_p)`` -> the probabilities to sample from.
 
     logits (..., V); temperature > 0; top_k an int or None; top_p a float in (0, 1] or None. Temperature
@@ -183,7 +183,7 @@ def check_sampling_probs(fn: Callable, seed: int = 0) -> CheckReport:
                     _sampling_variant(top_p_before_top_k=True)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def _gqa_step_variant(*, cat_dim=-2, tiled=False, attend_new=True, update_cache=
     return _catching_cat_errors(fn)
 
 
-def check_gqa_decode_step(fn: Callable, seed: int = 0) -> CheckReport:
+def check_gqa_decode_step(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``gqa_decode_step(query, key, value, cache_keys, cache_values)`` -> (output, cache_keys, cache_values).
 
     query (B, H, 1, E): the newest token's query heads; key (B, Hkv, 1, E), value (B, Hkv, 1, Ev): its
@@ -283,7 +283,7 @@ def check_gqa_decode_step(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare_step,
     )
-    return run_check(ex, _catching_cat_errors(fn))
+    return run_check(ex, _catching_cat_errors(fn), device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def _explain_initial_loss() -> None:
           f"baseline (about {_UNIGRAM}) and the bigram baseline.")
 
 
-def check_predict_initial_loss(fn: Callable, seed: int = 0) -> CheckReport:
+def check_predict_initial_loss(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``predict_initial_loss()``: the learner's prediction of the untrained model's loss (nats/char).
 
     Passes within 0.25 of ln V (V = 76 characters); names the common wrong predictions; always
@@ -345,7 +345,7 @@ def check_predict_initial_loss(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare_prediction,
     )
-    report = run_check(ex, fn)
+    report = run_check(ex, fn, device=device)
     if report.status in ("passed", "failed"):
         _explain_initial_loss()
     return report

@@ -79,7 +79,7 @@ def _ones(L):
     return torch.ones(L, L, dtype=torch.bool)
 
 
-def check_make_causal_mask(fn: Callable, seed: int = 0) -> CheckReport:
+def check_make_causal_mask(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``make_causal_mask(L)`` -> bool (L, L), True on and below the diagonal.
 
     Taught in: notebooks/04_masking.ipynb.
@@ -108,7 +108,7 @@ def check_make_causal_mask(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_mask_difference,
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ _OFF_BY_ONE = ("Your mask is off by one: sequence b has exactly lengths[b] real 
                "lengths - 1).")
 
 
-def check_make_padding_mask(fn: Callable, seed: int = 0) -> CheckReport:
+def check_make_padding_mask(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``make_padding_mask(lengths, S)``: lengths long (B,), S int -> bool (B, S), True for real tokens.
 
     Taught in: notebooks/04_masking.ipynb.
@@ -175,7 +175,7 @@ def check_make_padding_mask(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_mask_difference,
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def _masked_attention_cases(g: torch.Generator) -> list[Property]:
     ]
 
 
-def check_masked_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_masked_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``masked_attention(query, key, value, mask)``: scaled attention with a boolean mask
     (True = may attend); a query whose keys are all masked gets a row of zeros, not NaN.
 
@@ -265,7 +265,7 @@ def check_masked_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     _attention_variant(scale="none")),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def check_masked_attention(fn: Callable, seed: int = 0) -> CheckReport:
 # --------------------------------------------------------------------------------------------
 
 
-def check_combine(fn: Callable, seed: int = 0) -> CheckReport:
+def check_combine(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``combine(causal, padding)``: causal bool (L, L), padding bool (B, L) -> bool (B, L, L),
     True where the key is both in the past (or the token itself) and a real token.
 
@@ -307,4 +307,4 @@ def check_combine(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_mask_difference,
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

@@ -39,7 +39,7 @@ def _split_transpose_forgotten(x, num_heads):
     return x.reshape(B, T, num_heads, D // num_heads)  # (B, T, H, Dh): the head dim is not moved forward
 
 
-def check_split_heads(fn: Callable, seed: int = 0) -> CheckReport:
+def check_split_heads(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``split_heads(x, num_heads)``: (B, T, D) -> (B, H, T, D / H), head h = features h*Dh..(h+1)*Dh-1.
 
     Taught in: notebooks/05_multi_head.ipynb.
@@ -73,7 +73,7 @@ def check_split_heads(fn: Callable, seed: int = 0) -> CheckReport:
                     _split_transpose_forgotten),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def _merge_summed(x):
     return x.sum(dim=1)  # (B, T, Dh)
 
 
-def check_merge_heads(fn: Callable, seed: int = 0) -> CheckReport:
+def check_merge_heads(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``merge_heads(x)``: (B, H, T, Dh) -> (B, T, H * Dh), token t = Concat(head_1[t], ..., head_H[t]).
 
     Taught in: notebooks/05_multi_head.ipynb.
@@ -129,7 +129,7 @@ def check_merge_heads(fn: Callable, seed: int = 0) -> CheckReport:
                     _merge_summed),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def _mha_large_case(g, B, T, D, H, score: float) -> Case:
                 label=f"scores about {score:g}")
 
 
-def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_multi_head_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``multi_head_attention(x, W_query, W_key, W_value, W_out, num_heads)``: self-attention, (B, T, D) -> (B, T, D).
 
     The four weights are (D, D) tensors used as ``x @ W`` (no bias).
@@ -232,4 +232,4 @@ def check_multi_head_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     "weights are used as x @ W.", _mha_variant(transpose_weights=True)),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

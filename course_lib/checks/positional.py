@@ -67,7 +67,7 @@ def _sinusoidal_odd_frequency(num_positions, embed_dim):
     return pe.float()
 
 
-def check_sinusoidal_encoding(fn: Callable, seed: int = 0) -> CheckReport:
+def check_sinusoidal_encoding(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``sinusoidal_encoding(num_positions, embed_dim)`` -> (P, D), even D, float32.
 
     PE[pos, 2i] = sin(pos / 10000^(2i/D)), PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
@@ -100,7 +100,7 @@ def check_sinusoidal_encoding(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare(keep_dtype=False),
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def _rope_variant(*, sign=1.0, halves=False, exponent="2i", ignore_positions=Fal
     return fn
 
 
-def check_apply_rope(fn: Callable, seed: int = 0) -> CheckReport:
+def check_apply_rope(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``apply_rope(x, positions)``: x (..., T, E), positions (T,) -> (..., T, E).
 
     Pairs (x[2i], x[2i+1]) rotated by the angle pos * 10000^(-2i/E).
@@ -173,7 +173,7 @@ def check_apply_rope(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare(keep_dtype=True),
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def _slopes(num_heads, start=1):
     return (2.0 ** (-8.0 * h / num_heads)).float()
 
 
-def check_alibi_slopes(fn: Callable, seed: int = 0) -> CheckReport:
+def check_alibi_slopes(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``alibi_slopes(num_heads)`` -> (H,) for H a power of 2: m_h = 2^(-8(h+1)/H), h = 0 .. H-1.
 
     Taught in: notebooks/07_positional_encoding.ipynb.
@@ -212,4 +212,4 @@ def check_alibi_slopes(fn: Callable, seed: int = 0) -> CheckReport:
         ],
         compare=_compare(keep_dtype=False),
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

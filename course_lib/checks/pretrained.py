@@ -82,7 +82,7 @@ def _layer_case(g, B, T, D, H, dtype=torch.float32, padded=True, label=""):
     return Case((x, mask, *weights, H), label=label)
 
 
-def check_bert_self_attention(fn: Callable, seed: int = 0) -> CheckReport:
+def check_bert_self_attention(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``bert_self_attention(x, key_padding_mask, W_query, b_query, W_key, b_key, W_value, b_value,
     W_out, b_out, num_heads)``: the self-attention of one BERT layer, (B, T, D) -> (B, T, D).
 
@@ -136,7 +136,7 @@ def check_bert_self_attention(fn: Callable, seed: int = 0) -> CheckReport:
                     _self_attention_variant(split="no_transpose")),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def _attention_maps(g, *shape, dtype=torch.float32):
     return torch.softmax(_randn(g, *shape, dtype=torch.float64, scale=2.0), dim=-1).to(dtype)
 
 
-def check_link_scores(fn: Callable, seed: int = 0) -> CheckReport:
+def check_link_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``link_scores(weights, query, key)``: weights (..., T, T) -> (...), how much more
     ``query`` attends to ``key`` than the other queries do on average:
     ``weights[..., query, key] - mean over q != query of weights[..., q, key]``.
@@ -220,7 +220,7 @@ def check_link_scores(fn: Callable, seed: int = 0) -> CheckReport:
                     "queries: subtract the mean of the key's column over the other queries.", _link_baseline_over_keys),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _pool_case(g, B, T, D, dtype=torch.float32, int_mask=False, label=""):
     return Case((_randn(g, B, T, D, dtype=dtype), mask), label=label)
 
 
-def check_mean_pool(fn: Callable, seed: int = 0) -> CheckReport:
+def check_mean_pool(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``mean_pool(hidden, attention_mask)``: hidden (B, T, D), attention_mask (B, T) (True or
     1 = real token) -> (B, D), the mean of each sentence's vectors over its real tokens only (not
     normalised).
@@ -294,4 +294,4 @@ def check_mean_pool(fn: Callable, seed: int = 0) -> CheckReport:
                     "module); mean_pool returns the plain mean.", _pool_normalized),
         ],
     )
-    return run_check(ex, fn)
+    return run_check(ex, fn, device=device)

@@ -212,7 +212,7 @@ def _ref_decoder_layer(layer, x, memory, memory_key_padding_mask):
     return layer(x, memory, memory_key_padding_mask=memory_key_padding_mask)
 
 
-def check_decoder_layer_forward(fn: Callable, seed: int = 0) -> CheckReport:
+def check_decoder_layer_forward(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``decoder_layer_forward(layer, x, memory, memory_key_padding_mask)``: a pre-LN decoder layer.
 
     ``layer`` is a :class:`course_lib.transformer.DecoderLayer` (norm_first=True, dropout 0) whose
@@ -273,7 +273,7 @@ def check_decoder_layer_forward(fn: Callable, seed: int = 0) -> CheckReport:
         ],
     )
     with _one_thread():
-        return run_check(ex, _guard_lengths(fn) if callable(fn) else fn)
+        return run_check(ex, _guard_lengths(fn) if callable(fn) else fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def _loss_variant(*, shift="right", targets="tgt", reduction="mean"):
     return fn
 
 
-def check_teacher_forcing_loss(fn: Callable, seed: int = 0) -> CheckReport:
+def check_teacher_forcing_loss(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``teacher_forcing_loss(model, src, tgt, bos_id)`` -> 0-d mean cross-entropy.
 
     ``model`` is a :class:`course_lib.transformer.Seq2SeqTransformer`; ``src`` long (B, S),
@@ -340,7 +340,7 @@ def check_teacher_forcing_loss(fn: Callable, seed: int = 0) -> CheckReport:
         ],
     )
     with _one_thread():
-        return run_check(ex, _with_module(fn) if callable(fn) else fn)
+        return run_check(ex, _with_module(fn) if callable(fn) else fn, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ _STUCK = ("Every token you generate is predicted from the start token alone (und
           "whole sequence so far (the start token and every token appended since).")
 
 
-def check_greedy_decode(fn: Callable, seed: int = 0) -> CheckReport:
+def check_greedy_decode(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``greedy_decode(model, src, max_len, bos_id)`` -> long (B, max_len), without the start token.
 
     ``model`` is a :class:`course_lib.transformer.Seq2SeqTransformer` (two decoder layers, eval
@@ -393,7 +393,7 @@ def check_greedy_decode(fn: Callable, seed: int = 0) -> CheckReport:
     Taught in: notebooks/08_tiny_transformer.ipynb.
     """
     with _one_thread():
-        return run_check(_greedy_exercise(seed), _with_module(fn) if callable(fn) else fn)
+        return run_check(_greedy_exercise(seed), _with_module(fn) if callable(fn) else fn, device=device)
 
 
 @lru_cache(maxsize=4)
@@ -507,7 +507,7 @@ def _head_variant(*, unaligned="skip", measure="weight", order="layer_head", red
     return fn
 
 
-def check_find_alignment_head(fn: Callable, seed: int = 0) -> CheckReport:
+def check_find_alignment_head(fn: Callable, seed: int = 0, device=None) -> CheckReport:
     """Check ``find_alignment_head(cross_weights, alignment)`` -> ``(layer, head, score)``.
 
     ``cross_weights`` (N, B, H, L, S): the cross-attention weights of N decoder layers;
@@ -566,4 +566,4 @@ def check_find_alignment_head(fn: Callable, seed: int = 0) -> CheckReport:
         compare=_compare_head,
     )
     with _one_thread():
-        return run_check(ex, fn)
+        return run_check(ex, fn, device=device)

@@ -148,11 +148,18 @@ class DateData:
                         self.alignment.to(device), list(self.dates))
 
     def __getitem__(self, index) -> "DateData":
-        """Rows ``index`` (a slice, a list or a long tensor of row numbers)."""
+        """Rows ``index`` (a slice, a list or a long tensor of row numbers).
+
+        The Python list of dates is picked from ``index`` as given (a slice, a list, or a tensor
+        read on the host), never from its copy on the data's device: a CPU index costs no GPU sync.
+        """
         if isinstance(index, int):
             index = [index]
         rows = index if isinstance(index, slice) else torch.as_tensor(index, device=self.src.device)
-        picked = range(len(self))[index] if isinstance(index, slice) else rows.tolist()
+        if isinstance(index, slice):
+            picked = range(len(self))[index]
+        else:
+            picked = index.tolist() if isinstance(index, torch.Tensor) else [int(i) for i in index]
         return DateData(self.src[rows], self.src_lengths[rows], self.tgt[rows], self.alignment[rows],
                         [self.dates[i] for i in picked])
 

@@ -26,7 +26,8 @@ class MemoryTracker(TorchDispatchMode):
     it does not read the allocator), which makes it usable in tests. It does not see memory a
     kernel allocates internally without returning it as a tensor (for example the per-thread
     scratch blocks of a fused attention kernel); ``torch.cuda.max_memory_allocated`` or the
-    process's peak RSS include those.
+    process's peak RSS include those. ``meta`` tensors have no storage and are not counted
+    (``peak`` stays 0 there), but their operations are listed in ``ops``.
 
     Attributes:
         current: bytes of tracked tensors alive now.

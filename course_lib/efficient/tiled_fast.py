@@ -58,6 +58,9 @@ def _no_overflow_possible(query, key, value, scale: float, work_dtype: torch.dty
     |q . k| <= |q| |k|, so ``scale * max|q| * max|k|`` bounds every score. When that bound U is
     small, exp(score) can be used directly, without subtracting a running max, and the sums
     ``sum exp(score) * value`` stay far inside the dtype's range.
+
+    Reads three numbers on the host (``float(...)``): call it for CPU tensors only, where that
+    costs no device sync (on a GPU it would wait for the queued kernels; meta tensors have no values).
     """
     if query.numel() == 0 or key.numel() == 0:
         return True
@@ -104,6 +107,10 @@ def tiled_attention(
     needs rescaling: the result is the same, since softmax does not depend on the shift.
     FlashAttention-4 skips rescaling in the same spirit, when the max has not changed enough to
     matter. Otherwise (large scores, or a float mask) the running-max algorithm above runs.
+    The bound is read on the host, so this shortcut is taken **on the CPU only**, where the
+    values are already in host memory: on any other device (CUDA, MPS, ``meta``) the running-max
+    path always runs, and the function never reads a tensor value on the host (no GPU sync; on
+    ``meta`` only shapes and dtypes propagate).
 
     A query whose keys are all masked gets zeros, as ``course_lib.scaled_dot_product_attention``
     (PyTorch gives zeros as well).
@@ -263,7 +270,9 @@ class _TiledJob:
             q = self.q[n0:n1, q0:q1] * self.scale  # (n, lq, E): the scale folded into the queries once
             out[n0:n1, q0:q1].zero_()
             # The running max is needed only when some score could overflow exp (float masks: always).
-            fast = not self.float_mask and _no_overflow_possible(q, k[n0:n1], val[n0:n1], 1.0, q.dtype)
+            # (the bound is read on the host: CPU only, where that costs no device sync)
+            fast = (not self.float_mask and device.type == "cpu"
+                    and _no_overflow_possible(q, k[n0:n1], val[n0:n1], 1.0, q.dtype))
             rows = (n1 - n0) * (q1 - q0)
             running_max, running_sum, block_max, block_sum = (
                 s[:rows].view(n1 - n0, q1 - q0, 1) for s in row_stats)  # (n, lq, 1) each

@@ -7,7 +7,7 @@ and :mod:`.cli` (the command line and :func:`grade`).
 
 Usage::
 
-    course-grade SUB... --out DIR [--timeout S] [--memory MB] [--jobs N] [--seed N]
+    course-grade SUB... --out DIR [--timeout S] [--memory MB] [--jobs N] [--seed N] [--device cpu|cuda]
     make grade SUBMISSIONS=dir [OUT=grades]
 
 ``SUB`` is a notebook (the student id is its file name without ``.ipynb``) or a folder. In a

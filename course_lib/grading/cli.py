@@ -31,7 +31,7 @@ from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMO
 def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY_MB,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
           fork_server: bool = True, isolation: str = "auto", output_format: str = "csv",
-          package: Path | None = None) -> list[Row]:
+          package: Path | None = None, device: str = "cpu") -> list[Row]:
     """Grade every submission and write ``out/grades.csv`` and ``out/feedback/``.
 
     Args:
@@ -50,18 +50,23 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
             resource limits (native code can then read solutions/: use it knowingly).
         output_format: "csv" (grades.csv and feedback/) or "gradescope" (results.json, one submission).
         package: the folder whose sha256 is compared before and after the batch (default: course_lib).
+        device: where the learner's functions are called, "cpu" (default) or "cuda": the inputs
+            are moved there and the outputs must come back there (a function that creates tensors
+            without ``device=`` fails on "cuda"); the outputs are judged on the CPU either way.
     Returns:
         the rows, sorted by student and notebook.
     Raises:
         ConfinementUnavailable: if isolation is "auto" or "landlock" and the kernel has no Landlock.
         PackageChanged: when ``package`` changed during the batch, after the output was written
             (the changed files are named in the message, in a last grades.csv row, or in results.json).
-        ValueError: for an unknown ``output_format``.
+        ValueError: for an unknown ``output_format``; if device is not "cpu" or "cuda", or is
+            "cuda" and CUDA is not available.
     """
     if output_format not in ("csv", "gradescope"):
         raise ValueError(f"output_format must be 'csv' or 'gradescope', got {output_format!r}")
     from tqdm import tqdm
 
+    _check_grading_device(device)
     isolation = resolve_isolation(isolation)  # before any work: refuse early, with what to do
     warnings.filterwarnings("ignore", module="nbformat")
     package = (package or PACKAGE).resolve()
@@ -74,7 +79,7 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     labels.update({str(solutions): "<solutions>", str(out): "<output>"})
     workspace = tempfile.mkdtemp(prefix="course-grade-run-")  # sandboxes in here; each may read only its own
     labels[workspace] = "<sandboxes>"
-    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace, isolation=isolation)
+    settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace, isolation=isolation, device=device)
     rows: list[Row] = []
     try:
         if fork_server and subs:
@@ -109,6 +114,22 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     return rows
 
 
+GRADING_DEVICES = ("cpu", "cuda")  # meta is not one: a grade needs values, and meta tensors have none
+
+
+def _check_grading_device(device: str) -> None:
+    """Raise ValueError unless ``device`` is a device the grader can call the learner's functions on."""
+    if device not in GRADING_DEVICES:
+        raise ValueError(f"device must be one of {GRADING_DEVICES}, got {device!r} (the meta device has no values "
+                         f"to grade; check shapes on meta with check_<exercise>(fn, device='meta') in a notebook)")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but CUDA is not available on this machine "
+                             "(torch.cuda.is_available() is False); grade with --device cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``course-grade`` console script (see the module doc)."""
     parser = argparse.ArgumentParser(
@@ -128,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"seed of the grader's inputs; keep yours private (default {DEFAULT_SEED})")
     parser.add_argument("--format", choices=("csv", "gradescope"), default="csv", dest="output_format",
                         help="csv: grades.csv and feedback/ (default); gradescope: results.json for one submission")
+    parser.add_argument("--device", choices=GRADING_DEVICES, default="cpu",
+                        help="where the learners' functions run: cpu (default) or cuda (refused when CUDA is not "
+                             "available); results are judged on the CPU either way")
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, default=PACKAGE, help=argparse.SUPPRESS)  # the folder hashed
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -149,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--memory must be at least {MIN_MEMORY_MB} MB (importing torch needs about that)")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    try:
+        _check_grading_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device {args.device}: {exc}")  # exit status 2
     if not args.solutions.is_dir():
         parser.error(f"no solutions folder at {args.solutions} (run course-grade from the course checkout)")
     out = args.out.resolve()
@@ -168,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
                      seed=args.seed, solutions=args.solutions, progress=not args.no_progress,
-                     isolation=args.isolation, output_format=args.output_format, package=args.package)
+                     isolation=args.isolation, output_format=args.output_format, package=args.package,
+                     device=args.device)
     except PackageChanged as exc:
         rows, status = exc.rows, 3
         print(f"course-grade: INTEGRITY FAILURE: {exc}", file=sys.stderr)

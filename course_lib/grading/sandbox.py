@@ -52,6 +52,7 @@ class Settings:
     workspace: str | None = None  # the folder holding every sandbox of this run (denied to the others)
     server: ForkServer | None = None  # forks the sandbox processes; None: start each one afresh
     isolation: str = "landlock"  # "landlock" (Landlock + seccomp, see confine.py) or "none", resolved already
+    device: str = "cpu"  # where the learner's functions are called ("cpu" or "cuda"); judged on the CPU
 
     def relabel(self, text: str) -> str:
         """``text`` with the grader's own paths replaced by labels (<solutions>, <output>, ...)."""
@@ -65,7 +66,7 @@ def run_worker(cells: list[tuple[int, str]], chapter: Chapter, settings: Setting
     sandbox = Path(tempfile.mkdtemp(prefix="course-grade-", dir=settings.workspace))
     try:
         job = {"cells": cells, "exercises": chapter.job_inputs, "denied": settings.denied,
-               "max_numel": MAX_OUTCOME_NUMEL}
+               "max_numel": MAX_OUTCOME_NUMEL, "device": settings.device}
         torch.save(job, sandbox / "job.pt")
         limits = {"memory": settings.memory, "cpu": settings.timeout, "fsize": FILE_SIZE_MB,
                   "trusted": chapter.trusted_pickle, "isolation": settings.isolation}

@@ -354,6 +354,8 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, iso
         else:
             try:
                 target = _learner_callable(name, fn, exercise["check"], int(exercise["seed"]))
+                if job.get("device", "cpu") != "cpu":  # inputs moved there, outputs back to the CPU
+                    target = _core.on_device(target, job["device"])
                 entry = {"status": "ok", "outcomes": _call_all(target, exercise["cases"], max_numel, events)}
             except BaseException as exc:  # noqa: BLE001
                 entry = {"status": "error", "type": type(exc).__name__[:100], "message": _first_line(exc)}
