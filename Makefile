@@ -12,6 +12,9 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root unless told to (containers, CI, Binder-like images run as root).
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (0: none, all in one process). --dist loadfile keeps each file
+# in one worker, so the cells of a notebook run in order in one kernel, as nbval needs.
+PYTEST_JOBS ?= 2
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
@@ -43,7 +46,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.build_exercises --check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 $(NB)

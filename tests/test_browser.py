@@ -155,6 +155,24 @@ class Watch:
             self.remote.append(request.url)
 
 
+# MathJax 2 typesets *after* the page's load event: only then does it fetch its font data (.js) and
+# its web fonts (.woff), one after the other as it meets new glyphs, and it waits for a web font at
+# most 8 s before it gives up and finishes without it (the browser still fetching the file).
+# Leaving a page (a click on a link) while one of those requests is in flight aborts it
+# (net::ERR_ABORTED: a failed request). On a busy machine the click landed in that window: on the
+# index nothing waited for MathJax at all, and on a lesson an empty MathJax queue does not mean that
+# no font is loading. So a page is left, and judged, only once it has settled: MathJax's queue is
+# empty (typesetting finished, with every font-data script it asked for) and no font face is loading.
+SETTLED = """() => window.MathJax !== undefined && MathJax.Hub !== undefined && MathJax.Hub.queue !== undefined
+              && MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0
+              && MathJax.Hub.queue.queue.length === 0 && document.fonts.status === 'loaded'"""
+
+
+def _settle(page) -> None:
+    """Wait until MathJax has typeset the page and no web font is loading (see SETTLED)."""
+    page.wait_for_function(SETTLED, timeout=60_000)
+
+
 def _image_digest(page, locator) -> str:
     """sha256 of the bytes the <img> shows (the widget's PNG, behind a blob: URL)."""
     data = page.evaluate(
@@ -233,6 +251,8 @@ def test_the_offline_site_opens_from_disk_with_nothing_remote(chromium, site):
     watch = Watch(page)
     try:
         page.goto((site / "index.html").as_uri())
+        _settle(page)  # the index typesets chapter 03's title ($\sqrt{d_k}$): its fonts load after "load"
+        assert page.locator(".MathJax").count() >= 1
         chapters = page.locator("ol.chapters > li > a:first-child")
         assert chapters.count() == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
         page.screenshot(path=str(SCREENSHOTS / "site_index.png"), full_page=True)
@@ -240,8 +260,7 @@ def test_the_offline_site_opens_from_disk_with_nothing_remote(chromium, site):
         page.locator("ol.chapters a", has_text=re.compile(r"^02 ")).first.click()
         page.wait_for_load_state("load")
         assert page.url.endswith("/02_softmax.html")
-        page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0"
-                               " && MathJax.Hub.queue.running === 0", timeout=60_000)
+        _settle(page)
         assert page.locator(".MathJax").count() > 10  # the formulas were typeset, by the local MathJax
         assert page.locator(".MathJax_Error, .merror").count() == 0
         assert page.locator("nav.course-nav a", has_text="Contents").count() == 2
@@ -254,6 +273,8 @@ def test_the_offline_site_opens_from_disk_with_nothing_remote(chromium, site):
         page.locator("nav.course-nav a", has_text=re.compile(r"→")).first.click()  # next chapter
         page.wait_for_load_state("load")
         assert page.url.endswith("/03_scaling.html")
+        _settle(page)  # so that what this page's MathJax fetches is judged too
+        assert page.locator(".MathJax").count() > 0 and page.locator(".MathJax_Error, .merror").count() == 0
 
         assert not watch.remote, watch.remote
         # MathJax 2 probes font loading with a @font-face whose src is about:blank: a local, harmless miss.

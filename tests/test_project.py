@@ -77,3 +77,12 @@ def test_pytest_runs_nbval_over_every_notebook_folder():
     assert {"notebooks", "solutions", "exercises", "tests"} <= set(options["testpaths"])
     for flag in ("--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", "--nbval-sanitize-with"):
         assert flag in options["addopts"]
+
+
+def test_make_test_keeps_each_file_in_one_worker():
+    """nbval runs a notebook's cells in order in one kernel: pytest-xdist must never split a file."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    pytest_lines = [line for line in recipe.splitlines() if "-m pytest" in line]
+    assert len(pytest_lines) == 1 and "--dist loadfile" in pytest_lines[0] and "-n " in pytest_lines[0]
+    assert "pytest-xdist" in _pyproject_requirements()

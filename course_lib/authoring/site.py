@@ -55,7 +55,11 @@ MathJax.Hub.Config({
   "HTML-CSS": {availableFonts: [], imageFont: null, preferredFont: null, webFont: "STIX-Web"},
   MathMenu: {showFontMenu: false, showLocale: false},
   displayAlign: "center",
-  messageStyle: "none"
+  messageStyle: "none",
+  // The hidden MathML copy of each formula (for screen readers) would be styled with MathJax's TeX
+  // fonts (e.g. MathJax_AMS for a double-struck E), which the local MathJax does not ship: the
+  // browser would ask for a missing file. It is never shown, so a system font does.
+  styles: {".MJX_Assistive_MathML, .MJX_Assistive_MathML *": {"font-family": "serif !important"}}
 });
 </script>
 <script src="URL"></script>"""
