@@ -51,7 +51,8 @@ def test_every_chapter_declares_its_answers():
 @pytest.mark.parametrize("module, check, fn", GOOD, ids=[f"{m}-{c.__name__}-{i}" for i, (m, c, _) in enumerate(GOOD)])
 def test_right_answers_pass(module, check, fn, capsys):
     report = check(fn)
-    assert report.status == "passed" and report.score == 1.0 and report.total >= 3, report.results
+    least = 1 if check.__name__.startswith("check_predict") else 3  # a prediction is one property; a function, 3+
+    assert report.status == "passed" and report.score == 1.0 and report.total >= least, report.results
     assert report.diagnoses == []
     assert "all properties passed" in capsys.readouterr().out
 

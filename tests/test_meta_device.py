@@ -33,7 +33,10 @@ from course_lib.efficient import (
     linear_attention,
     median_time,
     online_softmax,
+    fixed_mask,
+    global_local_mask,
     sliding_window_mask,
+    strided_mask,
     tiled_attention,
 )
 from course_lib.pretrained import (
@@ -159,6 +162,9 @@ CASES = {
     "KVCache": _kv_cache,
     "decode_step": _kv_cache,
     "sliding_window_mask": lambda d: sliding_window_mask(6, 2, S=7).to(d),
+    "strided_mask": lambda d: strided_mask(8, 3, device=d),
+    "fixed_mask": lambda d: fixed_mask(8, 4, summary=1, device=d),
+    "global_local_mask": lambda d: global_local_mask(8, 2, global_tokens=1, device=d),
     "elu_feature_map": lambda d: elu_feature_map(_rand(2, 5, 8).to(d)),
     "linear_attention": lambda d: linear_attention(*(_rand(2, 6, 8, seed=s).to(d) for s in range(3))),
     "MemoryTracker": _memory_tracker,
