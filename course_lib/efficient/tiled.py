@@ -5,7 +5,7 @@ paper's names: the queries are cut into ``T_r`` blocks ``Q_i`` of ``B_r`` rows, 
 values into ``T_c`` blocks ``K_j``, ``V_j`` of ``B_c`` rows, and each query row keeps two running
 statistics, its largest score so far ``m`` and its softmax denominator so far ``l``. Only one
 ``B_r x B_c`` tile of scores ``S_ij`` exists at a time: on a GPU it lives in on-chip SRAM, and the
-extra memory in HBM is O(N), the output ``O`` plus ``l`` and ``m`` (the paper's Theorem 1).
+extra memory in HBM beyond the inputs and the output ``O`` is O(N): the row statistics ``l`` and ``m`` (Theorem 1).
 
 Two additions to Algorithm 1, both from the paper's Algorithm 2: the softmax scale ``tau``
 (``1/sqrt(d)`` by default) and a mask (``is_causal`` or ``attn_mask``). One guard that the paper
