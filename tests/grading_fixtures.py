@@ -220,6 +220,19 @@ def hostile_notebooks(folder: Path, out: Path) -> dict[str, str]:
     make("writes_output", add_cell(base, vandal), "sandbox-violation")
     uses_torch = with_body(solution(two), "softmax", "return torch.softmax(x, dim=dim)")
     make("uses_torch_softmax", uses_torch, "ok")
+    honest = """
+        import matplotlib.pyplot as plt
+        import torch
+        from course_lib.viz import plot_attention, softmax_explorer, attention_explorer, qkv_lookup_diagram
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        fig.savefig("figure.png")
+        plot_attention(torch.softmax(torch.randn(4, 4), dim=-1), ["a", "b", "c", "d"])
+        plt.show()
+        softmax_explorer()
+        attention_explorer()
+        qkv_lookup_diagram()"""
+    make("honest_plots", add_cell(base, honest), "ok")
     native_hostile(folder, out, make, base)
     return statuses
 
