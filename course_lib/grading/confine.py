@@ -376,6 +376,20 @@ def confine(sandbox_dir: str, read_paths: list[str] | None = None, *, abi: int |
 _WORKER_ENV = ("HOME", "TMPDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "TORCH_HOME")
 
 
+def _load_font_list() -> None:
+    """Load matplotlib's font list now, while the worker may still start processes.
+
+    On its first use in a fresh MPLCONFIGDIR, matplotlib builds its font cache and runs
+    ``fc-list`` in a subprocess: after confinement (and under the audit hook) that is refused, and
+    an honest notebook that plots would be flagged. Loaded here, the list stays in memory for the
+    submission's cells. A no-op where matplotlib is not installed or already loaded it.
+    """
+    try:
+        import matplotlib.font_manager  # noqa: F401  (builds or reads the cache, in the sandbox)
+    except ImportError:
+        pass
+
+
 def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> dict:
     """Point every cache and config folder into ``sandbox_dir``, then confine unless ``isolation`` is "none".
 
@@ -404,6 +418,7 @@ def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> 
     import tempfile
 
     tempfile.tempdir = None  # computed again from TMPDIR on next use
+    _load_font_list()
     if isolation == "none":
         return {"landlock_abi": 0, "seccomp": False}
     return confine(sandbox, denied=denied)
