@@ -384,10 +384,18 @@ def _load_font_list() -> None:
     an honest notebook that plots would be flagged. Loaded here, the list stays in memory for the
     submission's cells. A no-op where matplotlib is not installed or already loaded it.
     """
+    import threading
+
     try:
         import matplotlib.font_manager  # noqa: F401  (builds or reads the cache, in the sandbox)
     except ImportError:
-        pass
+        return
+    # Building the cache starts a threading.Timer (a "building the font cache" warning), cancelled
+    # when done; wait for it to end, since confine() refuses a process with a second thread.
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and isinstance(thread, threading.Timer):
+            thread.cancel()
+            thread.join()
 
 
 def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> dict:
