@@ -15,7 +15,8 @@ from ..attention import softmax as _softmax
 from ..gpt import grouped_query_attention as _gqa
 from ..gpt import lm_loss as _lm_loss
 from ..gpt import sampling_probs as _sampling_probs
-from .core import Case, CheckReport, Exercise, Mistake, Property, _difference, _gen, _randn, run_check
+from .efficient import _catching_cat_errors, _compare_step  # the cache-step comparison of chapter 09
+from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
 
 __all__ = ["check_lm_loss", "check_sampling_probs", "check_gqa_decode_step", "check_predict_initial_loss"]
 
@@ -189,40 +190,6 @@ def check_sampling_probs(fn: Callable, seed: int = 0, device=None) -> CheckRepor
 # --------------------------------------------------------------------------------------------
 # Exercise 3: one decoding step with a KV cache and grouped key/value heads.
 # --------------------------------------------------------------------------------------------
-
-_CAT_ERROR = "Sizes of tensors must match except in dimension"
-
-
-def _catching_cat_errors(fn: Callable) -> Callable:
-    """Wrap ``fn``: a torch.cat size error comes back as a value, so the check can name the mistake."""
-
-    def wrapped(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RuntimeError as exc:
-            text = str(exc).splitlines()[0] if str(exc) else ""
-            if _CAT_ERROR in text:
-                return {"raised": type(exc).__name__, "message": text[:300]}
-            raise
-
-    wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
-    return wrapped
-
-
-def _compare_step(got: Any, expected: Any) -> str | None:
-    if isinstance(got, dict) and "raised" in got:
-        if isinstance(expected, dict) and "raised" in expected:
-            return None
-        return f"raised {got.get('raised', 'RuntimeError')}: {got.get('message', '')}"
-    if isinstance(expected, dict):
-        return "returned a result where appending along this dim fails"
-    if not isinstance(got, (tuple, list)) or len(got) != 3:
-        return f"returned {type(got).__name__}, expected a tuple (output, cache_keys, cache_values)"
-    for name, a, b in zip(("output", "new cache_keys", "new cache_values"), got, expected):
-        reason = _difference(a, b)
-        if reason is not None:
-            return f"{name}: {reason}"
-    return None
 
 
 def _gqa_step_variant(*, cat_dim=-2, tiled=False, attend_new=True, update_cache=True, scaled=True):

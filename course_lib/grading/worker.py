@@ -145,18 +145,6 @@ def _size(args, kwargs) -> int:
     return sum(a.numel() for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
 
 
-def _fresh(a):
-    if isinstance(a, torch.Tensor):
-        return a.clone()
-    if isinstance(a, list):
-        return [_fresh(x) for x in a]
-    if isinstance(a, tuple):
-        return tuple(_fresh(x) for x in a)
-    if isinstance(a, dict):
-        return {k: _fresh(x) for k, x in a.items()}
-    return a
-
-
 def _call_all(fn, properties, max_numel: int, events: dict) -> list[list]:
     """Call ``fn`` on every case, smallest first per property; stop calling after NotImplementedError."""
     outcomes = []
@@ -171,7 +159,7 @@ def _call_all(fn, properties, max_numel: int, events: dict) -> list[list]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # a warning is not a failure
-                    got = fn(*[_fresh(a) for a in args], **{k: _fresh(a) for k, a in kwargs.items()})
+                    got = fn(*[_core._fresh(a) for a in args], **{k: _core._fresh(a) for k, a in kwargs.items()})
                 row[j] = ("ok", _encode(got, max_numel))
             except BaseException as exc:  # noqa: BLE001  SystemExit and KeyboardInterrupt too
                 if _is_memory_error(exc):
