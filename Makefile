@@ -46,6 +46,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
 	$(BIN)/python -m pip install --no-compile "$(UV)"
 	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev]"
+	@# Import the heavy packages once, so that their bytecode is compiled here, by one process, and not
+	@# by every test process and notebook kernel that starts at the same time.
+	$(BIN)/python -c "import torch, course_lib.viz, course_lib.checks, matplotlib.pyplot, nbformat, nbclient, ipykernel.kernelapp, transformers, hypothesis, pytest, nbval"
 	@touch $(STAMP)
 
 install: $(STAMP)
