@@ -8,8 +8,6 @@ BIN     := $(VENV)/bin
 # provides one; on a CUDA machine pip picks the matching wheel). Override: make lab TORCH=torch
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
-# The installer for everything after PyTorch (https://docs.astral.sh/uv/).
-UV      ?= uv>=0.5
 LAB_ARGS ?=
 # Jupyter refuses to start as root unless told to (containers, CI, Binder-like images run as root).
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -39,16 +37,9 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# pip installs PyTorch (it honours the machine's pip configuration, which may point at a local CPU
-# wheel), then uv, which installs the course and its dev extra in parallel (about 10 s instead of
-# pip's 2-3 minutes). --no-compile: Python compiles each module when it is first imported instead.
 $(STAMP): pyproject.toml | $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
-	$(BIN)/python -m pip install --no-compile "$(UV)"
-	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev]"
-	@# Import the heavy packages once, so that their bytecode is compiled here, by one process, and not
-	@# by every test process and notebook kernel that starts at the same time.
-	$(BIN)/python -c "import torch, course_lib.viz, course_lib.checks, matplotlib.pyplot, nbformat, nbclient, ipykernel.kernelapp, transformers, hypothesis, pytest, nbval"
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
