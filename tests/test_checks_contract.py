@@ -13,8 +13,11 @@ import importlib
 from pathlib import Path
 
 import pytest
+import torch
 
+from course_lib import checks
 from course_lib.checks import core
+from course_lib.checks.base import NON_CONTIGUOUS
 
 CHAPTER_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("test_checks_*.py")
                          if p.stem != "test_checks_contract") + ["test_checks"]
@@ -83,3 +86,46 @@ def test_every_declared_mistake_is_triggered_by_a_wrong_answer(check):
     triggered = {key for _, c, _, key in BUGGY if c is check}
     untested = _declared_mistakes(check) - triggered
     assert not untested, f"{check.__name__} declares mistakes no wrong answer in tests/ triggers: {sorted(untested)}"
+
+
+def _captured_exercise(check):
+    with core.capture() as captured:
+        check(not_implemented)
+    return captured[0].exercise
+
+
+@pytest.mark.parametrize("check", UNIQUE_CHECKS, ids=[c.__name__ for c in UNIQUE_CHECKS])
+def test_matrix_inputs_also_come_as_non_contiguous_views(check):
+    """Every check whose cases hold a matrix input repeats one case with the same values in another memory layout."""
+    exercise = _captured_exercise(check)
+    matrices = [a for p in exercise.properties for c in p.cases for a in (*c.args, *c.kwargs.values())
+                if isinstance(a, torch.Tensor) and a.dim() >= 2 and sum(n > 1 for n in a.shape) >= 2]
+    extra = [p for p in exercise.properties if p.title == NON_CONTIGUOUS]
+    if not matrices:
+        assert extra == []
+        return
+    assert len(extra) == 1 and len(extra[0].cases) == 1
+    case = extra[0].cases[0]
+    tensors = [a for a in (*case.args, *case.kwargs.values()) if isinstance(a, torch.Tensor)]
+    strided = [a for a in tensors if not a.is_contiguous()]
+    assert strided, "no input of the non-contiguous case is non-contiguous"
+    # the same values as one of the other cases: a layout change, not new inputs
+    originals = [c for p in exercise.properties if p.title != NON_CONTIGUOUS for c in p.cases]
+    assert any(len(c.args) == len(case.args) and all(
+        (torch.equal(a, b) and a.dtype == b.dtype) if isinstance(a, torch.Tensor) else a is b or a == b
+        for a, b in zip(c.args, case.args)) for c in originals)
+
+
+def test_a_view_that_merges_dims_fails_only_on_non_contiguous_inputs_and_is_diagnosed(capsys):
+    """Flattening the batch with .view works on every contiguous case and raises on a permuted layout."""
+    def scores_with_view(query, key):
+        L, S, E = query.shape[-2], key.shape[-2], query.shape[-1]
+        q = query.view(-1, L, E)  # (N, L, E): raises when query is not contiguous
+        k = key.view(-1, S, E)  # (N, S, E)
+        return torch.bmm(q, k.transpose(1, 2)).view(*query.shape[:-2], L, S)  # (..., L, S)
+
+    report = checks.check_dot_product_scores(scores_with_view)
+    failed = [r.title for r in report.results if not r.passed]
+    assert failed == [NON_CONTIGUOUS]
+    assert report.diagnoses == ["view_after_transpose"]
+    assert ".reshape(" in capsys.readouterr().out

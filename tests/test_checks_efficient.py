@@ -5,6 +5,7 @@ import math
 import torch
 
 from course_lib import checks
+from course_lib.checks.base import NON_CONTIGUOUS
 
 # Right answers, written independently of the references (the way a learner would).
 
@@ -208,7 +209,8 @@ BUGGY = [
 def test_wrong_dim_shows_the_error_and_names_dim_minus_2(capsys):
     report = checks.check_kv_cache_step(make_step(dim=1))
     failed = [r for r in report.results if not r.passed]
-    assert [r.title for r in failed] == ["a cache per head, (B, H, P, E)"]  # dim 1 is right for (B, P, E)
+    # dim 1 is right for (B, P, E); the non-contiguous property repeats a per-head case
+    assert [r.title for r in failed] == ["a cache per head, (B, H, P, E), and three leading dims", NON_CONTIGUOUS]
     assert "raised RuntimeError: Sizes of tensors must match" in failed[0].detail
     assert "dim=-2" in capsys.readouterr().out
 

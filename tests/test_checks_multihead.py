@@ -51,17 +51,17 @@ def test_checks_are_exported():
 
 def split_view_only(x, num_heads):
     B, T, D = x.shape
-    return x.view(B, num_heads, T, D // num_heads)
+    return x.reshape(B, num_heads, T, D // num_heads)
 
 
 def split_wrong_order(x, num_heads):
     B, T, D = x.shape
-    return x.view(B, T, D // num_heads, num_heads).permute(0, 3, 1, 2)
+    return x.reshape(B, T, D // num_heads, num_heads).permute(0, 3, 1, 2)
 
 
 def split_no_transpose(x, num_heads):
     B, T, D = x.shape
-    return x.view(B, T, num_heads, D // num_heads)
+    return x.reshape(B, T, num_heads, D // num_heads)
 
 
 def merge_view_only(x):

@@ -120,6 +120,59 @@ class Exercise:
     mistakes: list[Mistake] = field(default_factory=list)
     compare: Callable[[Any, Any], str | None] | None = None  # returns a reason when different
 
+    def __post_init__(self) -> None:
+        # Every exercise that takes matrices also gets them as non-contiguous views (see
+        # non_contiguous_property): a `.view(...)` on an input, or code that assumes a
+        # row-major layout, fails there and nowhere else.
+        extra = non_contiguous_property(self.properties)
+        if extra is not None:
+            self.properties.append(extra)
+
+
+NON_CONTIGUOUS = "non-contiguous inputs (the same values stored in reverse dim order, as after a transpose or permute)"
+
+
+def _as_strided_view(a: Any) -> Any:
+    """``a`` with the same shape and values, stored in reverse dim order (not contiguous).
+
+    Every dim's stride is reversed (column-major for a matrix), so a ``.view`` that merges any two
+    dims raises, as it does on a transposed or permuted tensor. A tensor that stays contiguous
+    (fewer than 2 dims, or all dims but one of size 1) is returned as it is, as is anything else.
+    """
+    if not isinstance(a, torch.Tensor) or a.dim() < 2:
+        return a
+    order = tuple(range(a.dim() - 1, -1, -1))
+    out = a.permute(order).contiguous().permute(order)  # same shape, strides (1, s0, s0*s1, ...)
+    return a if out.is_contiguous() else out
+
+
+def non_contiguous_property(properties: list[Property]) -> Property | None:
+    """A property that repeats one case of ``properties`` with every matrix input non-contiguous.
+
+    The case chosen is the first one with the most inputs that can be made non-contiguous (ties:
+    the most dims). Exercises whose inputs are no matrices (sizes, vectors, predictions) get
+    none, and a list that already has this property is left as it is.
+
+    Returns:
+        The property, or None when no case has an input of 2 or more dims with 2 dims > 1.
+    """
+    if any(p.title == NON_CONTIGUOUS for p in properties):
+        return None
+    best, best_key = None, (0, 0)
+    for prop in properties:
+        for case in prop.cases:
+            values = (*case.args, *case.kwargs.values())
+            changed = [a for a in values if _as_strided_view(a) is not a]
+            key = (len(changed), max((a.dim() for a in changed), default=0))
+            if key > best_key:
+                best, best_key = case, key
+    if best is None:
+        return None
+    case = Case(tuple(_as_strided_view(a) for a in best.args),
+                {k: _as_strided_view(a) for k, a in best.kwargs.items()},
+                (best.label + "; " if best.label else "") + "inputs in reverse dim order")
+    return Property(NON_CONTIGUOUS, [case])
+
 
 def _fmt_tensor(t: torch.Tensor) -> str:
     if t.dim() == 0:

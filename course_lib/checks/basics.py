@@ -104,8 +104,9 @@ def check_cosine_similarity(fn: Callable, seed: int = 0, device=None) -> CheckRe
                      [Case((torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0]))),
                       Case((torch.tensor([1.0, -1.0]), torch.tensor([-2.0, 2.0])))]),
             Property("random vectors (E,)", [Case((_randn(g, e, scale=3.0), _randn(g, e))) for e in (3, 10)]),
-            Property("batches (..., E) -> (...)", [Case((_randn(g, 4, 5), _randn(g, 4, 5))),
-                                                  Case((_randn(g, 2, 3, 6, scale=2.0), _randn(g, 2, 3, 6)))]),
+            Property("batches (..., E) -> (...), 1 to 3 leading dims",
+                     [Case((_randn(g, 4, 5), _randn(g, 4, 5))), Case((_randn(g, 2, 3, 6, scale=2.0), _randn(g, 2, 3, 6))),
+                      Case((_randn(g, 2, 2, 3, 4), _randn(g, 2, 2, 3, 4)))]),
         ],
         [
             Mistake("raw_dot", "You returned the dot product; cosine similarity divides it by both lengths |u| |v|.",
@@ -133,8 +134,9 @@ def check_dot_product_scores(fn: Callable, seed: int = 0, device=None) -> CheckR
         [
             Property("2-D inputs, L != S: (L, E), (S, E) -> (L, S)",
                      [Case((_randn(g, 3, 4), _randn(g, 5, 4))), Case((_randn(g, 6, 8), _randn(g, 2, 8)))]),
-            Property("leading batch dims: (B, L, E), (B, S, E) -> (B, L, S)",
-                     [Case((_randn(g, 2, 3, 4), _randn(g, 2, 5, 4))), Case((_randn(g, 2, 3, 4, 6), _randn(g, 2, 3, 7, 6)))]),
+            Property("leading batch dims, 1 to 3: (..., L, E), (..., S, E) -> (..., L, S)",
+                     [Case((_randn(g, 2, 3, 4), _randn(g, 2, 5, 4))), Case((_randn(g, 2, 3, 4, 6), _randn(g, 2, 3, 7, 6))),
+                      Case((_randn(g, 2, 2, 2, 3, 5), _randn(g, 2, 2, 2, 4, 5)))]),
             Property("float64 in, float64 out", [Case((_randn(g, 4, 3, dtype=torch.float64), _randn(g, 5, 3, dtype=torch.float64)))]),
         ],
         [
@@ -180,7 +182,9 @@ def check_softmax(fn: Callable, seed: int = 0, device=None) -> CheckReport:
         [
             Property("a small example: softmax([0, ln 2, ln 3]) = [1/6, 2/6, 3/6]",
                      [Case((torch.tensor([0.0, math.log(2.0), math.log(3.0)]),))]),
-            Property("random rows, last dim", [Case((_randn(g, 5),)), Case((_randn(g, 3, 4),)), Case((_randn(g, 2, 3, 6, scale=3.0),))]),
+            Property("random rows, last dim, 0 to 3 leading dims",
+                     [Case((_randn(g, 5),)), Case((_randn(g, 3, 4),)), Case((_randn(g, 2, 3, 6, scale=3.0),)),
+                      Case((_randn(g, 2, 2, 3, 5),))]),
             Property("the dim argument: dim=0 and dim=1",
                      [Case((_randn(g, 3, 4),), {"dim": 0}), Case((_randn(g, 2, 3, 5),), {"dim": 1})]),
             Property("stable on large scores, e.g. [1000, 1001, 1002] (no overflow)",
@@ -295,7 +299,9 @@ def check_scaled_scores(fn: Callable, seed: int = 0, device=None) -> CheckReport
         lambda q, k: dot_product_scores(q, k, scale=1.0 / math.sqrt(q.shape[-1])),
         [
             Property("2-D inputs, L != S != E", [Case((_randn(g, 3, 16), _randn(g, 5, 16))), Case((_randn(g, 2, 9), _randn(g, 7, 9)))]),
-            Property("leading batch dims", [Case((_randn(g, 2, 3, 4), _randn(g, 2, 6, 4))), Case((_randn(g, 2, 2, 3, 25), _randn(g, 2, 2, 5, 25)))]),
+            Property("leading batch dims, 1 to 3",
+                     [Case((_randn(g, 2, 3, 4), _randn(g, 2, 6, 4))), Case((_randn(g, 2, 2, 3, 25), _randn(g, 2, 2, 5, 25))),
+                      Case((_randn(g, 2, 2, 2, 3, 9), _randn(g, 2, 2, 2, 4, 9)))]),
             Property("float64 in, float64 out", [Case((_randn(g, 4, 36, dtype=torch.float64), _randn(g, 3, 36, dtype=torch.float64)))]),
         ],
         [
@@ -340,13 +346,15 @@ def _attention_cases(g: torch.Generator) -> list[Property]:
 
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     return [
-        Property("no mask, L != S, Ev != E",
-                 [Case((_randn(g, 3, 8), _randn(g, 5, 8), _randn(g, 5, 2))), Case((_randn(g, 2, 4, 16), _randn(g, 2, 6, 16), _randn(g, 2, 6, 3)))]),
+        Property("no mask, L != S, Ev != E, 0 to 3 leading dims",
+                 [Case((_randn(g, 3, 8), _randn(g, 5, 8), _randn(g, 5, 2))), Case((_randn(g, 2, 4, 16), _randn(g, 2, 6, 16), _randn(g, 2, 6, 3))),
+                  Case((_randn(g, 2, 2, 2, 3, 8), _randn(g, 2, 2, 2, 4, 8), _randn(g, 2, 2, 2, 4, 3)))]),
         Property("boolean mask (True = may attend)",
                  [Case((_randn(g, 3, 8), _randn(g, 5, 8), _randn(g, 5, 2)), {"mask": mask(3, 5)}),
                   Case((_randn(g, 2, 4, 16), _randn(g, 2, 6, 16), _randn(g, 2, 6, 3)), {"mask": mask(2, 4, 6)})]),
-        Property("causal mask (L, L) broadcast over a batch",
-                 [Case((_randn(g, 2, 4, 9), _randn(g, 2, 4, 9), _randn(g, 2, 4, 5)), {"mask": causal})]),
+        Property("causal mask (L, L) broadcast over 1 to 3 leading dims",
+                 [Case((_randn(g, 2, 4, 9), _randn(g, 2, 4, 9), _randn(g, 2, 4, 5)), {"mask": causal}),
+                  Case((_randn(g, 2, 2, 2, 4, 9), _randn(g, 2, 2, 2, 4, 9), _randn(g, 2, 2, 2, 4, 5)), {"mask": causal})]),
         Property("float16 inputs with a mask",
                  [Case((_randn(g, 3, 8, dtype=torch.float16), _randn(g, 5, 8, dtype=torch.float16),
                         _randn(g, 5, 2, dtype=torch.float16)), {"mask": mask(3, 5)})]),

@@ -461,8 +461,9 @@ _EXCEPTION_HINTS = {
     "Transpose only the last two: key.transpose(-2, -1).",
     "dtype_changed": "Your function returns a different dtype than its inputs (e.g. float32 for float64 input): "
     "keep the input's dtype, computing in x.dtype or converting back at the end with .to(x.dtype).",
-    "view_after_transpose": "`.view(...)` fails after a transpose: the transposed tensor is not contiguous in "
-    "memory, so it cannot be re-viewed. Use `.reshape(...)` (or `.contiguous().view(...)`) after the transpose.",
+    "view_after_transpose": "`.view(...)` fails on a tensor that is not contiguous in memory: one you transposed, "
+    "or an input that arrives as a transposed view (the checks pass such inputs, as real code does). "
+    "Use `.reshape(...)` (or `.contiguous().view(...)`), which copies only when it must.",
 }
 
 

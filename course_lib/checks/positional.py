@@ -152,8 +152,9 @@ def check_apply_rope(fn: Callable, seed: int = 0, device=None) -> CheckReport:
                      [Case((_randn(g, 4, 8), pos(0, 1, 2, 3))), Case((_randn(g, 3, 2), pos(0, 1, 2)))]),
             Property("arbitrary positions, e.g. [7, 3, 100, 0] (use the given positions, not 0 .. T-1)",
                      [Case((_randn(g, 4, 6), pos(7, 3, 100, 0))), Case((_randn(g, 5, 16), pos(12, 13, 14, 15, 16)))]),
-            Property("leading batch dims: (B, T, E) and (B, H, T, E)",
-                     [Case((_randn(g, 2, 3, 8), pos(0, 1, 2))), Case((_randn(g, 2, 2, 4, 4), pos(5, 6, 7, 8)))]),
+            Property("leading batch dims: (B, T, E), (B, H, T, E) and three leading dims",
+                     [Case((_randn(g, 2, 3, 8), pos(0, 1, 2))), Case((_randn(g, 2, 2, 4, 4), pos(5, 6, 7, 8))),
+                      Case((_randn(g, 2, 2, 2, 3, 6), pos(0, 4, 9)))]),
             Property("float64 in, float64 out", [Case((_randn(g, 3, 10, dtype=torch.float64), pos(1, 50, 500)))]),
         ],
         [
