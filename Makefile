@@ -37,9 +37,24 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Python writes bytecode (.pyc) on first import, unless PYTHONDONTWRITEBYTECODE is set, as it is on
+# some machines (CI's among them): there every process would compile every module it imports from
+# source, every time. So the course's commands clear it (the bytecode goes into .venv and the clone), pip installs with --no-compile
+# (compiling all of torch, transformers and jupyterlab takes about 100 s, most of it for modules never
+# imported), and one process then imports what the course and its tests use, writing their bytecode.
+export PYTHONDONTWRITEBYTECODE :=
+WARM_IMPORTS := import torch, numpy, matplotlib.pyplot, tqdm, safetensors, tokenizers, transformers, \
+  sentence_transformers, ipywidgets, IPython, ipykernel.kernelapp, nbformat, nbclient, nbconvert, \
+  jupyter_client, jupyterlab, jupyter_server.serverapp, course_lib, course_lib.checks, course_lib.grading, \
+  course_lib.viz, course_lib.pretrained, course_lib.gpt, course_lib.authoring.site, \
+  course_lib.authoring.build_exercises, transformers.models.bert.modeling_bert, \
+  transformers.models.gpt2.modeling_gpt2, transformers.models.t5.modeling_t5
+WARM_DEV := import pytest, xdist, nbval.plugin, hypothesis, yaml, playwright.sync_api
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[dev]"
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
+	$(BIN)/python -m pip install --no-compile -e ".[dev]"
+	$(BIN)/python -c "$(WARM_IMPORTS); $(WARM_DEV)"
 	@touch $(STAMP)
 
 install: $(STAMP)
