@@ -28,8 +28,11 @@ this folder on sys.path).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from filelock import FileLock
 from hypothesis import settings
 
 settings.register_profile("course", derandomize=True, deadline=None, database=None, print_blob=True)
@@ -71,3 +74,26 @@ def has_data(device: torch.device) -> bool:
 def device(request) -> torch.device:
     """Each device of ``DEVICES`` in turn: cpu, meta, and cuda where available (see the module docstring)."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory, worker_id) -> Path:
+    """The offline site of the committed lessons, built once per test run and shared by the xdist workers.
+
+    test_site.py and test_browser.py read it and must never write to it. The first worker to get
+    the lock builds it; the others wait for the lock, then find the marker the build wrote last
+    (pytest-xdist's recipe for session data shared across workers).
+    """
+    from course_lib.authoring.site import build_site
+
+    if worker_id == "master":  # no xdist
+        out = tmp_path_factory.mktemp("course") / "site"
+        build_site(out)
+        return out
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this run
+    out, done = shared / "shared-site" / "site", shared / "shared-site" / "built"
+    with FileLock(str(shared / "shared-site.lock")):
+        if not done.is_file():
+            build_site(out)
+            done.write_text("ok\n")
+    return out

@@ -237,12 +237,8 @@ def test_lesson_runs_in_jupyterlab_and_the_slider_changes_the_figure(chromium, j
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    from course_lib.authoring.site import build_site
-
-    out = tmp_path_factory.mktemp("site") / "site"
-    build_site(out)
-    return out
+def site(built_site):
+    return built_site  # built once per run, shared with test_site.py (conftest.py)
 
 
 def test_the_offline_site_opens_from_disk_with_nothing_remote(chromium, site):

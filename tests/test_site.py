@@ -89,10 +89,8 @@ def remote_references(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("course") / "site"
-    build_site(out)
-    return out
+def site(built_site) -> Path:
+    return built_site  # built once per run, shared with test_browser.py (conftest.py)
 
 
 def _lesson_paths() -> list[Path]:
