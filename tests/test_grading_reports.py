@@ -2,7 +2,7 @@
 the output folder, the roster, grades.csv's layout, run.json, summary.md, and partial credit that a
 wrong formula cannot earn by coincidence.
 
-One small batch (module fixture, chapter 02 only, five notebooks) is graded once; the tests read
+One small batch (module fixture, chapter 02 only, six notebooks) is graded once; the tests read
 its files. The other tests grade nothing, or only notebooks that never reach a sandbox.
 """
 
@@ -25,7 +25,8 @@ from course_lib.authoring.build_exercises import exercise_version, make_exercise
 from course_lib.checks import core
 from course_lib.checks.points import points_for
 from course_lib.grading import discover_chapters, grade, main
-from course_lib.grading.discovery import identify_chapter
+from course_lib.grading.discovery import identify_chapter, python_source
+from course_lib.grading.scoring import syntax_errors
 from course_lib.grading.integrity import PACKAGE, snapshot
 from course_lib.grading.output import OutputNotEmpty, write_output
 from course_lib.grading.roster import RosterEntry, match_submission, parse_lms_name, read_roster
@@ -36,6 +37,7 @@ MEMORY = 1024
 SEED = 11
 CHAPTER = "02_softmax"
 BROKEN_LINE = "    return softmax x  # a typo"
+STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check cell below.")'
 ROSTER = """submission,lms_id,name
 untouched,S-1,
 syntax_*,S-2,
@@ -60,6 +62,10 @@ def batch(tmp_path_factory):
     multiplied = fx.with_body(fx.solution(CHAPTER), "softmax_with_temperature",
                               "return softmax(x * temperature, dim=-1)")
     fx.write(multiplied, cls / "multiplies_temperature.ipynb")
+    partly = fx.solution(CHAPTER)
+    for function in ("softmax_with_temperature", "soft_lookup"):  # one exercise done, two still the stub
+        partly = fx.with_body(partly, function, STUB)
+    fx.write(partly, cls / "partly_done.ipynb")
     old = nbformat.from_dict(fx.solution(CHAPTER))
     old.metadata["course"] = {"generated_from": f"solutions/{CHAPTER}.ipynb", "version": "0123456789ab"}
     fx.write(old, cls / "old_version.ipynb")
@@ -120,6 +126,24 @@ def test_an_untouched_exercise_notebook_is_not_attempted(batch):
     assert "exercise cells are as distributed" in row.reasons[0]
     assert batch.csv["untouched"]["status"] == "not-attempted"
     assert "Status: **not-attempted**" in _feedback(batch, "untouched")
+    partly = batch.rows["partly_done"]  # one exercise written: attempted, graded as usual
+    assert partly.status == "ok" and partly.total == points_for("softmax")
+    assert [g.state for g in partly.grades] == ["graded", "not-implemented", "not-implemented"]
+
+
+def test_syntax_errors_are_found_without_running_anything():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# not code"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("%%time\ny = (1,\n"),  # the magic line counts: the error is on line 2
+        nbformat.v4.new_code_cell("def f():\nreturn 1"),
+        nbformat.v4.new_code_cell("import os\nos._exit(3)"),  # valid: compiled, never run
+    ])
+    cells = [(i, python_source(c.source)) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    found = syntax_errors(nb, cells)
+    assert [(e.index, e.number, e.line) for e in found] == [(2, 2, 2), (3, 3, 2)]
+    assert "IndentationError" in found[1].message
+    assert found[0].where() == "syntax error in code cell 2 (counting code cells only), line 2"
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,7 +318,7 @@ def test_run_json_records_how_the_grades_were_made(batch):
     commit = record["course"]["git_commit"]
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit)
     assert record["exercise_versions"] == {CHAPTER: batch.exercise.metadata["course"]["version"]}
-    assert record["statuses"]["no-submission"] == 1 and record["notebooks"] == 5
+    assert record["statuses"]["no-submission"] == 1 and record["notebooks"] == 6
     assert record["settings"]["timeout_s"] == TIMEOUT and record["settings"]["roster"] == "roster.csv"
 
 
@@ -310,6 +334,7 @@ def test_the_summary_gives_mean_median_per_exercise_and_common_mistakes(batch):
     most = float(rows[0]["max"])
     assert f"- Mean: {statistics.fmean(totals):.2f} / {most:.2f}" in text
     assert f"- Median: {statistics.median(totals):.2f} / {most:.2f}" in text
+    assert "- Not attempted: 1\n" in text and "| no-submission | 1 |" in text
     for name in batch.chapter.names:
         average = statistics.fmean(float(r[name]) for r in rows)
         assert f"| {name} | {average:.2f} | {points_for(name):.2f} |" in text
