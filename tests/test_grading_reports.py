@@ -174,6 +174,14 @@ def test_the_version_follows_the_task_cells_and_checks_not_the_prose():
     assert make_exercise(solution, f"{CHAPTER}.ipynb").metadata["course"]["version"] == base
 
 
+def test_gradescope_output_shows_the_alerts_too(batch):
+    from course_lib.grading.gradescope import results
+
+    shown = results([batch.rows["old_version"], batch.rows["syntax_error"]])["output"]
+    assert "another version of the exercise (0123456789ab" in shown
+    assert "Syntax error in code cell" in shown and "**" not in shown
+
+
 def test_an_old_version_is_flagged_in_the_feedback_and_the_csv(batch):
     row = batch.rows["old_version"]
     assert row.status == "ok" and row.total == row.max_points  # graded as usual, against the current checks
