@@ -119,7 +119,9 @@ def test_hostile_file_names_through_the_whole_grader(tmp_path):
     assert len(written) == len(names)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()
                   and "class" not in p.relative_to(tmp_path).parts) == \
-        sorted(["out/grades.csv", *(f"out/feedback/{n}" for n in written)])
+        sorted(["out/grades.csv", "out/run.json", "out/summary.md", *(f"out/feedback/{n}" for n in written)])
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert all(name not in summary for name in names if len(name) > 3)  # the class summary names no student
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,12 @@ indentation, ``raise NotImplementedError("...")``, clears every output and execu
 and drops cells tagged ``solution-only``. The result still runs top to bottom: defining a
 function that raises is harmless, and the check cell after it reports "not implemented yet".
 
+Each exercise notebook's metadata says where it comes from and which version of the exercise it
+is: ``course.generated_from`` (``solutions/NN_topic.ipynb``) and ``course.version``, a short hash
+of the task cells (the code cells with a solution region, as the learner gets them) and of the
+check functions the notebook calls (:func:`exercise_version`). The batch grader computes the same
+hash from solutions/ and flags a submission made from another version.
+
 Usage::
 
     python -m course_lib.authoring.build_exercises            # write exercises/
@@ -26,6 +32,8 @@ top level of a cell, which would make the exercise notebook fail to run.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -76,6 +84,46 @@ def strip_solutions(source: str, where: str = "cell") -> str:
     return "\n".join(out)
 
 
+def _has_region(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.splitlines())
+
+
+def task_cells(solution: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """The task cells of a solution notebook as the learner gets them: every code cell holding a
+    solution region, with the region replaced by the stub (:func:`strip_solutions`), in order.
+
+    Raises:
+        ValueError: as :func:`strip_solutions`.
+    """
+    return [strip_solutions(cell.source, f"{name}, cell {index}") for index, cell in enumerate(solution.cells)
+            if cell.cell_type == "code" and _has_region(cell.source)
+            and SOLUTION_ONLY_TAG not in cell.get("metadata", {}).get("tags", [])]
+
+
+_CHECK_CALL = re.compile(r"\bcheck_(\w+)\s*\(")
+
+
+def exercise_version(solution: nbformat.NotebookNode, name: str = "notebook") -> str:
+    """The version of a chapter's exercise: 12 hex digits of the sha256 of its task cells and check names.
+
+    It changes when a task cell (its signature, docstring, stub or surrounding code) or the set of
+    check functions the notebook calls changes, and not for prose, outputs or the solution code
+    itself (a better solution is the same exercise).
+
+    Args:
+        solution: the solution notebook.
+        name: its file name, for error messages.
+    Returns:
+        e.g. ``"3f2a9c0b1d4e"``.
+    """
+    digest = hashlib.sha256()
+    for source in task_cells(solution, name):
+        digest.update(source.encode("utf-8") + b"\0")
+    calls = {n for cell in solution.cells if cell.cell_type == "code" for n in _CHECK_CALL.findall(cell.source)}
+    digest.update(("checks:" + ",".join(sorted(calls))).encode("utf-8"))
+    return digest.hexdigest()[:12]
+
+
 def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """Return the exercise version of a solution notebook (a new object; the input is unchanged)."""
     nb = nbformat.from_dict(solution)  # deep copy
@@ -90,7 +138,8 @@ def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nb
             cell.execution_count = None
         cells.append(cell)
     nb.cells = cells
-    nb.metadata["course"] = {"generated_from": f"solutions/{name}", "edit": "edit the solution, then run make exercises"}
+    nb.metadata["course"] = {"generated_from": f"solutions/{name}", "version": exercise_version(solution, name),
+                             "edit": "edit the solution, then run make exercises"}
     return nb
 
 

@@ -223,9 +223,14 @@ def check_softmax_with_temperature(fn: Callable, seed: int = 0, device=None) -> 
         "softmax_with_temperature",
         lambda x, temperature: _softmax(x / temperature),
         [
-            Property("temperature 1 is the plain softmax", [Case((_randn(g, 6),), {"temperature": 1.0})]),
-            Property("low temperature sharpens (T = 0.1, 0.5)",
-                     [Case((_randn(g, 5),), {"temperature": 0.1}), Case((_randn(g, 2, 4),), {"temperature": 0.5})]),
+            # T = 1 alone cannot tell x / T from x * T (or from no temperature at all): it counts only
+            # together with T = 2, so a formula that is right at T = 1 by coincidence earns nothing here
+            Property("temperature 1 is the plain softmax, and T = 2 halves the scores",
+                     [Case((_randn(g, 6),), {"temperature": 1.0}),
+                      Case((torch.tensor([1.0, -2.0, 0.5, 3.0]),), {"temperature": 2.0})]),
+            Property("low temperature sharpens (T = 0.1, 0.5), 0 to 3 leading dims",
+                     [Case((_randn(g, 5),), {"temperature": 0.1}), Case((_randn(g, 2, 4),), {"temperature": 0.5}),
+                      Case((_randn(g, 2, 2, 3, 4),), {"temperature": 0.5})]),
             Property("high temperature flattens (T = 3, 10)",
                      [Case((_randn(g, 5),), {"temperature": 3.0}), Case((_randn(g, 3, 4),), {"temperature": 10.0})]),
             Property("stable on large scores with low temperature",

@@ -8,6 +8,7 @@ and :mod:`.cli` (the command line and :func:`grade`).
 Usage::
 
     course-grade SUB... --out DIR [--timeout S] [--memory MB] [--jobs N] [--seed N] [--device cpu|cuda]
+                 [--roster FILE] [--force]
     make grade SUBMISSIONS=dir [OUT=grades]
 
 ``SUB`` is a notebook (the student id is its file name without ``.ipynb``) or a folder. In a
@@ -38,15 +39,21 @@ For each notebook the grader
    and scores each exercise: points (``course_lib/checks/points.py``) times properties
    passed over properties.
 
-Output: ``DIR/grades.csv`` (one row per notebook: student, notebook, chapter, status, reason,
-one column per exercise, total, max) and ``DIR/feedback/<student>.md`` (per exercise: each
-property passed or failed with the reason, shapes and dtypes only, and the diagnosis; never the
-reference code or the hidden inputs). Statuses: ``ok``, ``timeout``, ``memory``, ``crash``,
+Output: ``DIR/grades.csv`` (one row per notebook; layout in :mod:`.report`: student, notebook,
+chapter, status, reason, lms_id, exercise_version, one column per exercise, total, max, percent,
+max_<exercise>), ``DIR/feedback/<student>.md`` (per exercise: each property passed or failed
+with the reason, shapes and dtypes only, and the diagnosis; never the reference code or the
+hidden inputs), ``DIR/summary.md`` (the class at a glance, :mod:`.summary`) and ``DIR/run.json``
+(date, seed, versions, settings). A DIR that holds files is refused without ``--force``, and
+replaced as one unit with it (:mod:`.output`); ``--roster`` maps submissions to LMS ids
+(:mod:`.roster`). Statuses: ``ok``, ``not-attempted`` (every exercise still the stub),
+``syntax-error`` (a cell Python cannot read: code cell and line in the reason),
+``no-submission`` (a roster student without a notebook), ``timeout``, ``memory``, ``crash``,
 ``invalid-notebook``, ``missing-function``, ``sandbox-violation`` (the code tried something the
 sandbox refused: every exercise scores zero, and the reason says what it tried, e.g.
 "sandbox-violation: tried to open <solutions>/03_scaling.ipynb for reading") and ``grader-error`` (a bug of the grader on that
 notebook; the rest of the batch is graded). The same inputs and seed give the same files, byte
-for byte. Exit status: 0 when every notebook got a row, 2 for bad command-line input, 3 when
+for byte, but for run.json's date. Exit status: 0 when every notebook got a row, 2 for bad command-line input, 3 when
 the ``course_lib`` package changed on disk during the batch (its sha256 is taken before and
 after; the rows are still written, and the changed files are named on stderr and in a last
 ``grades.csv`` row).

@@ -17,9 +17,12 @@ from .confine import ISOLATION_CHOICES, ConfinementUnavailable, resolve_isolatio
 from .discovery import _one_line, discover_chapters, find_submissions
 from .gradescope import write_results
 from .integrity import PACKAGE, PackageChanged, changed_files, snapshot
+from .output import OutputNotEmpty, check_output, write_output
 from .report import write_feedback, write_grades
+from .roster import absent_student, apply_roster, read_roster
 from .sandbox import ForkServer, Settings
 from .scoring import Row, grade_submission
+from .summary import run_record, summary_text, write_run_record
 from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMORY_MB, ROOT
 
 
@@ -31,8 +34,9 @@ from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMO
 def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY_MB,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
           fork_server: bool = True, isolation: str = "auto", output_format: str = "csv",
-          package: Path | None = None, device: str = "cpu") -> list[Row]:
-    """Grade every submission and write ``out/grades.csv`` and ``out/feedback/``.
+          package: Path | None = None, device: str = "cpu", force: bool = False,
+          roster: Path | None = None) -> list[Row]:
+    """Grade every submission and write ``out/grades.csv``, ``out/feedback/``, ``out/summary.md`` and ``out/run.json``.
 
     Args:
         submissions: notebooks and folders (see the module doc).
@@ -53,10 +57,16 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         device: where the learner's functions are called, "cpu" (default) or "cuda": the inputs
             are moved there and the outputs must come back there (a function that creates tensors
             without ``device=`` fails on "cuda"); the outputs are judged on the CPU either way.
+        force: replace the contents of an ``out`` that holds files (as one unit, :mod:`.output`);
+            without it such a folder is refused (csv format; gradescope writes results.json in place).
+        roster: a CSV mapping submissions to LMS student ids (:mod:`.roster`); its students without
+            a submission get a ``no-submission`` row.
     Returns:
         the rows, sorted by student and notebook.
     Raises:
         ConfinementUnavailable: if isolation is "auto" or "landlock" and the kernel has no Landlock.
+        OutputNotEmpty: if ``out`` holds files, ``force`` is False and the format is csv (nothing graded).
+        ValueError: for a roster file that cannot be read (:func:`.roster.read_roster`).
         PackageChanged: when ``package`` changed during the batch, after the output was written
             (the changed files are named in the message, in a last grades.csv row, or in results.json).
         ValueError: for an unknown ``output_format``; if device is not "cpu" or "cuda", or is
@@ -68,6 +78,9 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
 
     _check_grading_device(device)
     isolation = resolve_isolation(isolation)  # before any work: refuse early, with what to do
+    if output_format == "csv":
+        check_output(out.resolve(), force)
+    entries = read_roster(roster) if roster is not None else []
     warnings.filterwarnings("ignore", module="nbformat")
     package = (package or PACKAGE).resolve()
     before = snapshot(package)
@@ -75,8 +88,11 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     out = out.resolve()
     chapters = discover_chapters(solutions, seed)
     subs = find_submissions(submissions, exclude=[out])
+    absent = apply_roster(entries, subs)
     labels = {str(p.resolve()): "<submissions>" for p in submissions}
     labels.update({str(solutions): "<solutions>", str(out): "<output>"})
+    if roster is not None:  # the class list is no submission's business
+        labels[str(roster.resolve())] = "<roster>"
     workspace = tempfile.mkdtemp(prefix="course-grade-run-")  # sandboxes in here; each may read only its own
     labels[workspace] = "<sandboxes>"
     settings = Settings(timeout, memory, seed, sorted(labels), labels, workspace, isolation=isolation, device=device)
@@ -92,23 +108,34 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
                     rows.append(future.result())
                 except Exception as exc:  # noqa: BLE001  grade_submission catches everything; belt and braces
                     sub = futures[future]
-                    rows.append(Row(sub.student, sub.notebook, status="grader-error",
+                    rows.append(Row(sub.student, sub.notebook, status="grader-error", lms_id=sub.lms_id,
                                     reasons=[f"grader error: {type(exc).__name__}: {_one_line(exc)}"]))
                 bar.update(1)
     finally:
         if settings.server is not None:
             settings.server.close()
         shutil.rmtree(workspace, ignore_errors=True)
+    rows += [Row(absent_student(e), "", status="no-submission", lms_id=e.lms_id,
+                 reasons=["no notebook from this student in the submissions"]) for e in absent]
     rows.sort(key=lambda r: (r.student, r.notebook))
     changed = changed_files(before, snapshot(package))
     problem = PackageChanged(package, changed, rows) if changed else None
-    out.mkdir(parents=True, exist_ok=True)
     if output_format == "gradescope":
+        out.mkdir(parents=True, exist_ok=True)
         write_results(rows, out / "results.json", problem=str(problem) if problem else "")
     else:
         alarm = [Row("<grader>", "", status="grader-error", reasons=[str(problem)])] if problem else []
-        write_grades(rows + alarm, chapters, out / "grades.csv")
-        write_feedback(rows, out / "feedback")
+        record = run_record(rows, chapters, seed=seed, package_sha256=before.digest, settings={
+            "timeout_s": timeout, "memory_mb": memory, "jobs": jobs, "device": device, "isolation": isolation,
+            "fork_server": fork_server, "roster": roster.name if roster is not None else None})
+
+        def write(folder: Path) -> None:
+            write_grades(rows + alarm, chapters, folder / "grades.csv")
+            write_feedback(rows, folder / "feedback")
+            (folder / "summary.md").write_text(summary_text(rows, chapters), encoding="utf-8")
+            write_run_record(folder / "run.json", record)
+
+        write_output(out, write)
     if problem is not None:
         raise problem
     return rows
@@ -154,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                              "available); results are judged on the CPU either way")
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, default=PACKAGE, help=argparse.SUPPRESS)  # the folder hashed
+    parser.add_argument("--force", action="store_true",
+                        help="replace the contents of an --out folder that holds files (refused without it)")
+    parser.add_argument("--roster", type=Path, metavar="FILE",
+                        help="CSV with columns submission,lms_id[,name]: fills grades.csv's lms_id column and "
+                             "adds a no-submission row per roster student who sent nothing (Canvas and Moodle "
+                             "download names are read)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
                         help="how each worker is confined: auto (the strongest layer the kernel offers: Landlock "
@@ -167,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"not a notebook (.ipynb): {path}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out is a file, not a folder: {args.out}")
+    if args.output_format == "csv":
+        try:
+            check_output(args.out.resolve(), args.force)
+        except OutputNotEmpty as exc:
+            parser.error(str(exc))
+    if args.roster is not None:
+        try:
+            read_roster(args.roster)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            parser.error(f"--roster: {exc}")
     if args.timeout < 1:
         parser.error("--timeout must be at least 1 second")
     if args.memory < MIN_MEMORY_MB:
@@ -197,17 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
                      seed=args.seed, solutions=args.solutions, progress=not args.no_progress,
                      isolation=args.isolation, output_format=args.output_format, package=args.package,
-                     device=args.device)
+                     device=args.device, force=args.force, roster=args.roster)
     except PackageChanged as exc:
         rows, status = exc.rows, 3
         print(f"course-grade: INTEGRITY FAILURE: {exc}", file=sys.stderr)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
+    absent = counts.pop("no-submission", 0)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    summary += f"; {absent} roster student(s) without a submission" if absent else ""
     wrote = f"{out / 'results.json'}" if args.output_format == "gradescope" else \
-        f"{out / 'grades.csv'} and {out / 'feedback'}/"
-    print(f"graded {len(rows)} notebook(s): {summary}; wrote {wrote}")
+        f"{out / 'grades.csv'}, {out / 'feedback'}/, summary.md and run.json"
+    print(f"graded {len(rows) - absent} notebook(s): {summary}; wrote {wrote}")
     if status:
         print("course-grade: the course_lib package changed during grading; see the message above "
               "and the last row of the output", file=sys.stderr)

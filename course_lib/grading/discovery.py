@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from ..authoring.build_exercises import exercise_version, task_cells
 from ..checks import core
 from ..checks.points import points_for
+from .roster import parse_lms_name
 
 
 
@@ -40,6 +42,8 @@ class Chapter:
     error: str = ""  # why the chapter cannot be graded (a broken check), else ""
     job_inputs: Any = None  # the cases of every exercise, as sent to the worker
     trusted_pickle: bool = False  # the cases need full pickle (not weights_only) to travel
+    version: str = ""  # the exercise's version, as build_exercises stamps it (course.version)
+    task_cells: list[str] = field(default_factory=list)  # the task cells as distributed (stubs in place)
 
     @property
     def names(self) -> list[str]:
@@ -77,6 +81,7 @@ def discover_chapters(solutions: Path, seed: int) -> dict[str, Chapter]:
         chapters[path.stem] = chapter
         try:
             nb = nbformat.read(path, as_version=4)
+            chapter.version, chapter.task_cells = exercise_version(nb, path.name), task_cells(nb, path.name)
             names: list[str] = []
             for cell in nb.cells:
                 if cell.cell_type == "code":
@@ -129,6 +134,7 @@ class Submission:
     notebook: str  # shown in the CSV: the path from the SUB folder's parent
     path: Path | None
     problem: str = ""  # why it cannot be graded (no notebook, a symlink), else ""
+    lms_id: str = ""  # the student's LMS id, from the roster
 
 
 def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]:
@@ -244,6 +250,9 @@ def identify_chapter(nb: Any, filename: str, cells: list[tuple[int, str]], chapt
         return Path(generated).stem
     if Path(filename).stem in chapters:
         return Path(filename).stem
+    lms = parse_lms_name(filename)  # a Canvas or Moodle download: the name the student uploaded
+    if lms is not None and Path(lms.filename).stem in chapters:
+        return Path(lms.filename).stem
     defined = _defined_names(cells)
     best, best_count = None, 0
     for name, chapter in chapters.items():
@@ -251,6 +260,13 @@ def identify_chapter(nb: Any, filename: str, cells: list[tuple[int, str]], chapt
         if count > best_count:
             best, best_count = name, count
     return best
+
+
+def submission_version(nb: Any) -> str:
+    """The exercise version a notebook was made from (``course.version`` in its metadata), or ""."""
+    course = nb.metadata.get("course", {}) if isinstance(nb.metadata, dict) else {}
+    version = course.get("version") if isinstance(course, dict) else None
+    return version[:40] if isinstance(version, str) else ""
 
 
 def _one_line(exc: BaseException | str) -> str:

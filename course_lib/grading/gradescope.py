@@ -33,6 +33,7 @@ def results(rows: list[Row], problem: str = "") -> dict:
         where = row.chapter or "unknown chapter"
         summary.append(f"{row.notebook}: {where}, status {row.status}"
                        + (f" ({'; '.join(row.reasons)})" if row.reasons else ""))
+        summary += [f"  {alert.replace('**', '')}" for alert in row.alerts]  # a syntax error, an old version
         if not row.grades:
             tests.append({"name": f"{where}: {row.notebook}", "score": 0.0, "max_score": 0.0,
                           "output": f"not graded: {row.status}" + (f": {'; '.join(row.reasons)}" if row.reasons else ""),

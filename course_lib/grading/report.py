@@ -1,4 +1,28 @@
-"""Writing the gradebook (grades.csv) and one feedback file per student."""
+"""Writing the gradebook (grades.csv) and one feedback file per student.
+
+grades.csv layout (UTF-8, comma-separated, one header row, then one row per notebook sorted by
+student and notebook; import it as is, or pick the columns your LMS wants):
+
+=====================  ===========================================================================
+column                 content
+=====================  ===========================================================================
+student                the submission id (file or folder name)
+notebook               the notebook's path from the SUB folder's parent ("" for no-submission)
+chapter                the chapter graded, e.g. 02_softmax ("" if not identified)
+status                 ok, not-attempted, syntax-error, missing-function, ... (README, "Grading")
+reason                 why the status is not ok, "; "-separated
+lms_id                 the student's LMS id from ``--roster`` ("" without a roster or a match)
+exercise_version       current, "old <stamp>" (made from another version of the exercise), unknown
+<exercise>             points earned per exercise, two decimals ("" if not in the row's chapter);
+                       ``<chapter>:<exercise>`` when two chapters share an exercise name
+total, max             points earned and available in the notebook ("" for no-submission)
+percent                100 * total / max, two decimals ("" when max is 0)
+max_<exercise>         the points available per exercise, in the same order as the exercise columns
+                       ("" if not in the row's chapter)
+=====================  ===========================================================================
+
+Numbers are plain decimals with a dot; every text cell goes through :func:`_cell` (no formula).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +46,7 @@ from .scoring import ExerciseGrade, Row
 
 def _columns(rows: list[Row], chapters: dict[str, Chapter]) -> list[tuple[str, str, str]]:
     """(header, chapter, exercise) for every exercise of the chapters present, in chapter order."""
-    present = sorted({r.chapter for r in rows if r.chapter})
+    present = sorted({r.chapter for r in rows if r.chapter and r.chapter in chapters})
     pairs = [(c, name) for c in present for name in chapters[c].names]
     counts: dict[str, int] = {}
     for _, name in pairs:
@@ -30,17 +54,28 @@ def _columns(rows: list[Row], chapters: dict[str, Chapter]) -> list[tuple[str, s
     return [((f"{c}:{name}" if counts[name] > 1 else name), c, name) for c, name in pairs]
 
 
+HEADER = ["student", "notebook", "chapter", "status", "reason", "lms_id", "exercise_version"]
+
+
 def write_grades(rows: list[Row], chapters: dict[str, Chapter], path: Path) -> None:
-    """grades.csv: one row per notebook, fixed two-decimal points, sorted by student and notebook."""
+    """grades.csv (layout in the module doc): fixed two-decimal points, sorted by student and notebook."""
     columns = _columns(rows, chapters)
+    maxima = {(c.name, g.exercise.name): g.points for c in chapters.values() for g in c.exercises}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student", "notebook", "chapter", "status", "reason", *[h for h, _, _ in columns], "total", "max"])
+    writer.writerow([*map(_cell, HEADER), *[_cell(h) for h, _, _ in columns], "total", "max", "percent",
+                     *[_cell(f"max_{h}") for h, _, _ in columns]])
     for row in rows:
         earned = {(row.chapter, g.name): g.earned for g in row.grades}
         cells = [f"{earned[(c, n)]:.2f}" if (c, n) in earned else "" for _, c, n in columns]
-        text = [row.student, row.notebook, row.chapter, row.status, "; ".join(row.reasons)]
-        writer.writerow([*map(_cell, text), *cells, f"{row.total:.2f}", f"{row.max_points:.2f}"])
+        most = [f"{maxima[(c, n)]:.2f}" if c == row.chapter and (c, n) in maxima else "" for _, c, n in columns]
+        text = [row.student, row.notebook, row.chapter, row.status, "; ".join(row.reasons), row.lms_id, row.version]
+        if row.status == "no-submission":
+            totals = ["", "", ""]
+        else:
+            totals = [f"{row.total:.2f}", f"{row.max_points:.2f}",
+                      "" if row.percent is None else f"{row.percent:.2f}"]
+        writer.writerow([*map(_cell, text), *cells, *totals, *most])
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
@@ -115,6 +150,8 @@ def feedback_text(student: str, rows: list[Row]) -> str:
     for row in rows:
         title = row.chapter or "unknown chapter"
         out += [f"## {title} ({row.notebook})", ""]
+        for alert in row.alerts:
+            out += [alert, ""]
         out.append(f"Status: **{row.status}**" + (f": {'; '.join(row.reasons)}" if row.reasons else "") + ".")
         if row.grades:
             out.append(f"Score: **{row.total:.2f} / {row.max_points:.2f}**.")
@@ -134,6 +171,8 @@ def write_feedback(rows: list[Row], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     by_student: dict[str, list[Row]] = {}
     for row in rows:
+        if row.status == "no-submission":  # nothing to say to a student who sent nothing
+            continue
         by_student.setdefault(row.student, []).append(row)
     names = feedback_names(list(by_student))
     for student in sorted(by_student):

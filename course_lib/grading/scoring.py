@@ -12,7 +12,7 @@ from ..checks import core
 from ..checks.handwritten import hand_written_result, ready_made_in_cells
 
 from .discovery import (Chapter, GradedExercise, Submission, _one_line, _only_calls_checks, identify_chapter,
-                        python_source)
+                        python_source, submission_version)
 from .sandbox import Settings, WorkerRun, _decode_outcomes, run_worker
 from .settings import MAX_NOTEBOOK_BYTES, STATUS_ORDER
 
@@ -24,7 +24,7 @@ class ExerciseGrade:
     name: str
     points: float
     earned: float = 0.0
-    state: str = "graded"  # graded, missing, not-callable, not-implemented, not-run, error
+    state: str = "graded"  # graded, missing, not-callable, not-implemented, not-run, error, syntax-error
     note: str = ""
     report: core.CheckReport | None = None
     exercise: core.Exercise | None = None
@@ -109,6 +109,9 @@ class Row:
     reasons: list[str] = field(default_factory=list)
     grades: list[ExerciseGrade] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # shown first in the notebook's feedback section
+    version: str = ""  # the exercise version: "current", "old <stamp>", "unknown" (no stamp), "" (no chapter)
+    lms_id: str = ""  # the student's id in the LMS, from --roster
 
     @property
     def total(self) -> float:
@@ -117,6 +120,11 @@ class Row:
     @property
     def max_points(self) -> float:
         return sum(g.points for g in self.grades)
+
+    @property
+    def percent(self) -> float | None:
+        """total / max in percent; None when the notebook has no graded exercise."""
+        return 100.0 * self.total / self.max_points if self.max_points else None
 
     def worsen(self, status: str, reason: str) -> None:
         """Record a problem; the status shown is the most serious one."""
@@ -128,7 +136,7 @@ class Row:
 
 def grade_submission(sub: Submission, chapters: dict[str, Chapter], settings: Settings) -> Row:
     """Grade one notebook; every outcome, a grader bug included, is a Row."""
-    row = Row(sub.student, sub.notebook)
+    row = Row(sub.student, sub.notebook, lms_id=sub.lms_id)
     try:
         _grade_into(row, sub, chapters, settings)
     except Exception as exc:  # noqa: BLE001  a bug here must not stop the batch
@@ -166,6 +174,7 @@ def _grade_into(row: Row, sub: Submission, chapters: dict[str, Chapter], setting
         return
     chapter = chapters[chapter_name]
     row.chapter = chapter_name
+    _check_version(row, nb, chapter)
     row.grades = [ExerciseGrade(g.exercise.name, g.points, exercise=g.exercise) for g in chapter.exercises]
     if chapter.error:
         row.worsen("grader-error", chapter.error)
@@ -176,7 +185,111 @@ def _grade_into(row: Row, sub: Submission, chapters: dict[str, Chapter], setting
     entries = results.get("exercises", {}) if isinstance(results.get("exercises"), dict) else {}
     sources = [src for _, src in all_cells]
     row.grades = [grade_exercise(g, entries.get(g.exercise.name), sources) for g in chapter.exercises]
-    _classify(row, run, nb, settings)
+    broken = syntax_errors(nb, all_cells)
+    _blame_syntax_errors(row, broken, nb)
+    _classify(row, run, nb, settings, skip_cells={e.index for e in broken})
+    _check_attempted(row, nb, chapter)
+
+
+def _check_version(row: Row, nb: Any, chapter: Chapter) -> None:
+    """Compare the notebook's exercise version (its metadata) with the chapter's current one."""
+    theirs = submission_version(nb)
+    if not theirs or not chapter.version:
+        row.version = "unknown"
+    elif theirs == chapter.version:
+        row.version = "current"
+    else:
+        row.version = f"old {sanitize(theirs)}"
+        row.alerts.append(f"This notebook was made from another version of the exercise ({sanitize(theirs)}; the "
+                          f"current one is {chapter.version}). It was graded against the current checks: if a task "
+                          "changed, download the current exercise notebook and move your code into it.")
+
+
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """A code cell Python cannot read: its index in the notebook, its number among the code cells, the line."""
+
+    index: int
+    number: int
+    line: int | None
+    message: str
+
+    def where(self) -> str:
+        at = f", line {self.line}" if self.line else ""
+        return f"syntax error in code cell {self.number} (counting code cells only){at}"
+
+
+def syntax_errors(nb: Any, cells: list[tuple[int, str]]) -> list[SyntaxProblem]:
+    """The code cells that do not compile, as the worker would run them (magics removed); nothing is run.
+
+    Args:
+        nb: the notebook.
+        cells: (index in nb.cells, Python source) of every code cell, in order.
+    Returns:
+        one :class:`SyntaxProblem` per cell that raises SyntaxError (IndentationError included) or
+        ValueError (a null byte) when compiled; the line counts from the cell's first line as shown.
+    """
+    found = []
+    for number, (index, source) in enumerate(cells, 1):
+        try:
+            compile(source, f"<code cell {number}>", "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raw = nb.cells[index].source.splitlines()[:1] if index < len(nb.cells) else []
+            shift = 1 if raw and raw[0].lstrip().startswith("%%") else 0  # python_source dropped a cell magic's line
+            line = exc.lineno + shift if isinstance(exc.lineno, int) and exc.lineno > 0 else None
+            found.append(SyntaxProblem(index, number, line, sanitize(type(exc).__name__ + ": " + str(exc.msg))))
+        except ValueError as exc:  # e.g. source code string cannot contain null bytes
+            found.append(SyntaxProblem(index, number, None, sanitize(f"ValueError: {_one_line(exc)}")))
+        except (RecursionError, MemoryError):  # too deeply nested to compile here: the worker will say
+            continue
+    return found
+
+
+def _defines(source: str, name: str) -> bool:
+    """Whether a cell Python cannot parse seems to define ``name`` (read line by line)."""
+    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\b|^{re.escape(name)}\s*=", source, flags=re.M) is not None
+
+
+def _blame_syntax_errors(row: Row, broken: list[SyntaxProblem], nb: Any) -> None:
+    """Put the syntax error at the top of the row; the functions it hid are not graded, not called missing."""
+    if not broken:
+        return
+    first = broken[0]
+    more = f" (and {len(broken) - 1} more cell{'s' if len(broken) > 2 else ''})" if len(broken) > 1 else ""
+    row.worsen("syntax-error", f"{first.where()}: {first.message}{more}")
+    hidden = []
+    for g in row.grades:
+        if g.state != "missing":
+            continue
+        cell = next((e for e in broken if _defines(nb.cells[e.index].source, g.name)), None)
+        if cell is not None:
+            g.state = "syntax-error"
+            g.note = (f"not graded: `{g.name}` is defined in code cell {cell.number}, which has a syntax error"
+                      + (f" (line {cell.line})" if cell.line else "") + "; fix it and this exercise is checked")
+            hidden.append(g.name)
+    where = first.where()
+    text = f"**{where[0].upper()}{where[1:]}**{more}: {first.message}. Python could not read that cell, so none of it ran"
+    text += f": {', '.join(hidden)} could not be graded." if hidden else "."
+    callers = [g.name for g in row.grades if g.report is not None and any(
+        f"NameError: name '{name}' is not defined" in r.detail for r in g.report.results for name in hidden)]
+    if callers:
+        text += f" {', '.join(callers)} call{'s' if len(callers) == 1 else ''} it and fail{'s' if len(callers) == 1 else ''}" \
+                " with NameError until the cell is fixed."
+    row.alerts.insert(0, text)
+
+
+def _normalised(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def _check_attempted(row: Row, nb: Any, chapter: Chapter) -> None:
+    """Status not-attempted when every exercise is still the stub (raises NotImplementedError)."""
+    if row.status != "ok" or not row.grades or not all(g.state == "not-implemented" for g in row.grades):
+        return  # a worse status (a sandbox violation in an added cell, say) says more
+    submitted = {_normalised(c.source) for c in nb.cells if c.cell_type == "code"}
+    untouched = bool(chapter.task_cells) and all(_normalised(t) in submitted for t in chapter.task_cells)
+    row.worsen("not-attempted", "not attempted: every exercise still raises NotImplementedError"
+               + (" (the exercise cells are as distributed)" if untouched else ""))
 
 
 def _where(progress: str, nb: Any) -> str:
@@ -203,7 +316,7 @@ def _attempt(refusal: str) -> str:
     return f"tried {refusal}"
 
 
-def _classify(row: Row, run: WorkerRun, nb: Any, settings: Settings) -> None:
+def _classify(row: Row, run: WorkerRun, nb: Any, settings: Settings, skip_cells: set[int] = frozenset()) -> None:
     """Set the row's status and reasons from how the worker ended and what it reported."""
     results = run.results or {}
     complete = results.get("complete") is True
@@ -246,6 +359,8 @@ def _classify(row: Row, run: WorkerRun, nb: Any, settings: Settings) -> None:
     if missing:
         row.worsen("missing-function", "not defined: " + ", ".join(missing))
     for index, type_name, message in cells:
+        if index in skip_cells:  # a syntax error: said at the top, with the code cell's number
+            continue
         if type_name == "SystemExit":
             row.notes.append(f"cell {index + 1} called sys.exit(): ignored, as Jupyter does")
             row.worsen(row.status, "a cell called sys.exit() (ignored, as Jupyter does)")

@@ -14,4 +14,4 @@ MAX_NOTEBOOK_BYTES = 50 << 20
 MAX_OUTCOME_NUMEL = 1 << 20  # a returned tensor larger than this comes back as its shape only
 MAX_RESULTS_BYTES = 256 << 20
 STATUS_ORDER = ("grader-error", "invalid-notebook", "timeout", "memory", "crash", "sandbox-violation",
-                "missing-function", "ok")
+                "syntax-error", "missing-function", "not-attempted", "no-submission", "ok")
