@@ -327,8 +327,8 @@ class AdditiveAttention(nn.Module):
         ValueError: if a size is not positive; in forward, if a feature size differs from the
             module's, S differs between key and value, batch dims do not broadcast, attn_mask
             has a wrong shape, or the tensors are not on the parameters' device.
-    Taught in: notebooks/02_softmax.ipynb (a score function other than the dot product) and
-        notebooks/06_cross_attention.ipynb (the encoder-decoder setting it was made for).
+    Taught in: notebooks/06_cross_attention.ipynb, sec. 6 (beside the dot product: its cost, and
+        what it learns on the toy translation it was made for).
     Source: Bahdanau, Cho & Bengio 2015, "Neural Machine Translation by Jointly Learning to
         Align and Translate", sec. 3.1 (eq. 5-6) and appendix A.1.2 (e_ij = v_a^T tanh(W_a
         s_{i-1} + U_a h_j)).

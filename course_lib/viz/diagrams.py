@@ -7,7 +7,7 @@ open figures. Where a diagram shows numbers or masks, they are computed with cou
 functions (``softmax``, ``split_heads``, ``causal_mask``, ``padding_mask``), so the picture is
 the real thing, not a drawing of it.
 
-- :func:`qkv_lookup_diagram`: attention as a soft dictionary lookup (chapters 01-02).
+- :func:`qkv_lookup_diagram`: attention as a soft dictionary lookup (chapter 02).
 - :func:`mask_patterns_diagram`: none, padding, causal, causal + padding (chapter 04).
 - :func:`heads_diagram`: how heads split and merge the model width (chapter 05).
 - :func:`encoder_decoder_diagram`: cross-attention between an encoder and a decoder (chapter 06).
@@ -90,7 +90,7 @@ def qkv_lookup_diagram():
 
     Returns:
         matplotlib Figure (10 x 3.5 in) with 2 axes: "hard lookup" and "soft lookup (attention)".
-    Taught in: notebooks/01_dot_products.ipynb and notebooks/02_softmax.ipynb (query / key / value).
+    Taught in: notebooks/02_softmax.ipynb, sec. 6 (query / key / value as a soft dictionary lookup).
     Source: Vaswani et al. 2017, sec. 3.2 ("mapping a query and a set of key-value pairs to an
         output ... a weighted sum of the values"); Graves et al. 2014 (content-based addressing).
     """
@@ -183,8 +183,9 @@ def mask_patterns_diagram(L: int = 6):
     for ax, (name, mask) in zip(axes, mask_patterns(L).items()):
         ax.imshow(mask.to(torch.uint8).numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=10)
-        ax.set_xticks(range(L), [str(j) if j < L - 2 else "pad" for j in range(L)], fontsize=7)
-        ax.set_yticks(range(L), range(L), fontsize=7)
+        ticks = [str(j) if j < L - 2 else "pad" for j in range(L)]  # the last 2 positions are padding
+        ax.set_xticks(range(L), ticks, fontsize=7)
+        ax.set_yticks(range(L), ticks, fontsize=7)  # pad queries too: the padding mask blocks keys, not queries
         ax.set_xlabel("key", fontsize=8)
         ax.set_ylabel("query", fontsize=8)
         ax.set_xticks([x - 0.5 for x in range(1, L)], minor=True)
@@ -224,7 +225,9 @@ def heads_diagram(embed_dim: int = 8, num_heads: int = 2, tokens: int = 3):
     --merge_heads (concat)--> (B, T, D) --W_O--> (B, T, D). Each cell shows a feature index
     and each colour a head; the split grids are the real output of
     :func:`course_lib.multihead.split_heads` applied to the feature indices, so head h holds
-    features ``h * D/H .. (h + 1) * D/H - 1`` of *every* token.
+    features ``h * D/H .. (h + 1) * D/H - 1`` of *every* token. The grid that is split is a
+    projected query ``x W_Q`` (keys and values are split the same way): the heads split the
+    projections' output, not the raw input.
 
     Args:
         embed_dim: D (2 to 16).  num_heads: H, must divide D.  tokens: T (1 to 5).
@@ -255,11 +258,11 @@ def heads_diagram(embed_dim: int = 8, num_heads: int = 2, tokens: int = 3):
     top = 3.6
     gap = T * cell + 0.3  # vertical distance between two heads
     y_low = top + 0.4 - (H - 1) * gap - T * cell  # bottom of the last head's grid
-    _blank(ax, (0, 15.0), (min(y_low - 0.9, 0.0), 4.4))
+    _blank(ax, (0, 15.0), (y_low - 0.65, 4.4))  # down to the shape captions below the last head
     colours = [[head_of(f) for f in row] for row in features[0]]
     x_end, _ = _grid(ax, 0.2, top, features[0], colours, cell)
     mid = top - T * cell / 2
-    ax.text(0.2 + D * cell / 2, top + 0.15, f"input (B, T, D), D = {D}\n(T = {T} tokens, features 0..{D - 1})",
+    ax.text(0.2 + D * cell / 2, top + 0.15, f"Q (or K, V) = x W_Q: (B, T, D)\nD = {D}, T = {T} tokens",
             ha="center", fontsize=8)
     x_split = x_end + 1.3
     _arrow(ax, (x_end + 0.1, mid), (x_split - 0.1, mid), "split_heads")
