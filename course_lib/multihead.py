@@ -306,7 +306,9 @@ class MultiHeadAttention(nn.Module):
             out (B, L, D); and, if ``need_weights``, ``(out, weights)`` with weights
             (B, H, L, S), each row summing to 1 (rows whose keys are all masked are zeros,
             and so is their attention output before ``W_out``, whose bias is still added).
-            Dropout (``self.dropout``) is applied to the weights in training mode only.
+            Dropout (``self.dropout``) is applied to the weights in training mode only; the
+            weights returned then are the dropped ones (zeros, survivors scaled by 1 / (1 - p)),
+            whose rows no longer sum to 1 (their expectation does). Taught in 05, section 11.
         Shape:
             query (B, L, D), key (B, S, kdim), value (B, S, vdim) -> out (B, L, D),
             weights (B, H, L, S).
