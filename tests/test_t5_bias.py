@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from course_lib.positional import T5RelativePositionBias, t5_relative_position_bucket
 
@@ -19,6 +21,23 @@ def test_buckets_equal_transformers(num_buckets, max_distance, bidirectional):
     ref = modeling_t5.T5Attention._relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
     assert torch.equal(ours, ref.long())
     assert ours.min() >= 0 and ours.max() < num_buckets
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(4, 130), st.integers(1, 600), st.booleans(), st.data())
+def test_buckets_equal_transformers_for_random_sizes(num_buckets, extra_distance, bidirectional, data):
+    half = num_buckets // 2 if bidirectional else num_buckets  # buckets for one side (>= 2)
+    exact = half // 2  # distances with a bucket of their own (>= 1)
+    max_distance = exact + extra_distance  # the scheme needs max_distance > exact
+    reach = data.draw(st.integers(1, 3 * max_distance + 10))
+    relative = torch.arange(-reach, reach + 1)  # every offset, both sides, often past max_distance
+    ours = t5_relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
+    ref = modeling_t5.T5Attention._relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
+    assert torch.equal(ours, ref.long())
+    assert ours.min() >= 0 and ours.max() < num_buckets
+    before = ours[: reach + 1].flip(0)  # offsets 0, -1, -2, ...: distance d = 0, 1, 2, ... before the query
+    assert torch.equal(before[: min(exact, reach + 1)], torch.arange(min(exact, reach + 1)))  # exact near
+    assert (before.diff() >= 0).all()  # never a smaller bucket farther away
 
 
 def test_bucket_structure_is_exact_near_and_logarithmic_far():

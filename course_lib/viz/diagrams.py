@@ -358,7 +358,9 @@ def tiling_diagram(L: int = 8, S: int = 8, block_rows: int = 4, block_cols: int 
     hatched. Only one tile of scores exists at a time: the (L, S) matrix is never stored.
     Right: for each query row of the highlighted block, the running max ``m`` and running sum
     ``l = sum exp(s - m)`` after each key block, computed from seeded random scores with the
-    online-softmax update ``m' = max(m, rowmax(tile))``, ``l' = l exp(m - m') + rowsum(exp(tile - m'))``.
+    online-softmax update ``m' = max(m, rowmax(tile))``, ``l' = l exp(m - m') + rowsum(exp(tile - m'))``,
+    and the output's update in the same pass: the weights exp(s - m) / l are never formed; the
+    output O = acc / l comes out at the end.
 
     Args:
         L, S: number of queries and keys (2 to 16).  block_rows: B_r.  block_cols: B_c (each at
@@ -407,8 +409,9 @@ def tiling_diagram(L: int = 8, S: int = 8, block_rows: int = 4, block_cols: int 
                                      hatch="///" if done else None))
     left.text(S / 2, L + 0.1, f"scores S = Q K^T ({L} x {S}) in tiles of B_r x B_c = {Br} x {Bc}",
               ha="center", va="top", fontsize=8)
-    left.text(-2.1, -2.2, "query block i (B_r rows), key/value block j (B_c columns);\nhatched: tiles done, red: "
-              "the current tile", fontsize=8, va="bottom")
+    left.text(-2.1, -2.2, "query block i (B_r rows), key/value block j (B_c columns); hatched: tiles done,\n"
+              "their scores already discarded; red: the current tile, the only scores in memory", fontsize=8,
+              va="bottom")
 
     # Right: the running m and l of the highlighted query block after each key block.
     rows = range(qi * Br, min(L, (qi + 1) * Br))
@@ -434,8 +437,11 @@ def tiling_diagram(L: int = 8, S: int = 8, block_rows: int = 4, block_cols: int 
         for j, (m_j, l_j) in enumerate(table):
             right.text(1.1 + 2 * j, r + 0.5, f"{float(m_j[r]):.2f}", ha="center", va="center", fontsize=8)
             right.text(1.9 + 2 * j, r + 0.5, f"{float(l_j[r]):.2f}", ha="center", va="center", fontsize=8)
-    right.text(0.0, len(rows) + 0.7, "m' = max(m, rowmax(tile));  l' = l exp(m - m') + rowsum(exp(tile - m'))",
+    right.text(0.0, len(rows) + 0.5, "m' = max(m, rowmax(tile));  l' = l exp(m - m') + rowsum(exp(tile - m'))",
                fontsize=7.5, va="center")
-    right.text(0.0, len(rows) + 1.3, "at the end: softmax row = exp(s - m) / l (exact)", fontsize=7.5, va="center")
+    right.text(0.0, len(rows) + 1.0, "acc' = acc exp(m - m') + exp(tile - m') V_j  (same pass, same rescaling)",
+               fontsize=7.5, va="center")
+    right.text(0.0, len(rows) + 1.5, "at the end: O = acc / l = softmax(S) V, exact; no weight is ever stored",
+               fontsize=7.5, va="center")
     fig.tight_layout()
     return fig
