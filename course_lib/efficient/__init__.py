@@ -5,8 +5,9 @@ so doubling the sequence length quadruples both (chapter 09 measures it). This m
 exact and approximate ways around that cost, each checked against plain attention in
 tests/test_efficient.py:
 
-- :func:`online_softmax`: softmax in one pass over the data, with a running max and a running
-  sum (Milakov & Gimelshein 2018). The building block of tiled attention.
+- :func:`online_softmax`: softmax whose normaliser (a running max and a running sum) takes one
+  pass over the data; the weights need a second pass, unless they are fused with V as in
+  attention (Milakov & Gimelshein 2018). The building block of tiled attention.
 - :func:`flash_attention` and :func:`tiled_attention`: the FlashAttention forward pass (Dao et
   al. 2022): queries, keys and values are processed tile by tile with an online softmax, so the
   (L, S) weight matrix is never stored. *Exact*: the same numbers as
