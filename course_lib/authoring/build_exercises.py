@@ -43,6 +43,9 @@ BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check cell below.")'
 SOLUTION_ONLY_TAG = "solution-only"
+# The Colab/Binder links that notebook_setup.write_badges puts in a first markdown cell; an
+# exercise's links open the exercise, not the solution it is made from.
+BADGES = re.compile(r"<!-- badges -->.*?<!-- /badges -->", re.S)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -136,6 +139,9 @@ def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nb
             cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
             cell.outputs = []
             cell.execution_count = None
+        elif cell.cell_type == "markdown":
+            cell.source = BADGES.sub(lambda m: m.group(0).replace("/solutions/", "/exercises/")
+                                     .replace("labpath=solutions/", "labpath=exercises/"), cell.source)
         cells.append(cell)
     nb.cells = cells
     nb.metadata["course"] = {"generated_from": f"solutions/{name}", "version": exercise_version(solution, name),

@@ -117,9 +117,9 @@ def _mistakes_section(rows: list[Row]) -> list[str]:
 
 
 def course_version() -> str:
-    """The installed course_lib's version (its package metadata), or "" when it is not installed."""
+    """The installed course's version (the attention-course distribution's metadata), or "" when not installed."""
     try:
-        return metadata.version("course_lib")
+        return metadata.version("attention-course")
     except metadata.PackageNotFoundError:
         return ""
 
