@@ -241,4 +241,5 @@ def test_the_checks_are_registered_for_the_grader():
     from course_lib.checks import efficient
 
     assert efficient in checks.CHAPTER_MODULES
-    assert set(efficient.__all__) == {"check_online_softmax", "check_tiled_attention", "check_kv_cache_step"}
+    assert set(efficient.__all__) == {"check_online_softmax", "check_tiled_attention", "check_kv_cache_step",
+                                      "check_predict_score_matrix_mib", "check_find_memory_exponent"}

@@ -141,4 +141,5 @@ def test_the_checks_are_registered_for_the_grader():
     from course_lib.checks import positional
 
     assert positional in checks.CHAPTER_MODULES
-    assert set(positional.__all__) == {"check_sinusoidal_encoding", "check_apply_rope", "check_alibi_slopes"}
+    assert set(positional.__all__) == {"check_sinusoidal_encoding", "check_apply_rope", "check_alibi_slopes",
+                                       "check_predict_rope_depends_on", "check_find_similarity_halving_offset"}

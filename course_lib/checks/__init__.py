@@ -26,20 +26,24 @@ only (status "shapes only"): a quick way to see that a function never reads valu
 Taught in: every solutions/ and exercises/ notebook.
 """
 
-from . import basics, cross_attention, efficient, gpt, masking, multihead, positional, pretrained, transformer
+from . import (basics, basics_questions, cross_attention, efficient, gpt, masking, multihead, positional, pretrained,
+               transformer, transformer_questions)
 from .basics import *  # noqa: F401,F403  chapters 01-03
+from .basics_questions import *  # noqa: F401,F403  chapters 01-03: predictions and investigations
 from .core import NOT_IMPLEMENTED, Case, CheckReport, Exercise, Mistake, Property, run_check
 from .cross_attention import *  # noqa: F401,F403  chapter 06
 from .masking import *  # noqa: F401,F403  chapter 04
 from .multihead import *  # noqa: F401,F403  chapter 05
 from .positional import *  # noqa: F401,F403  chapter 07
 from .transformer import *  # noqa: F401,F403  chapter 08
+from .transformer_questions import *  # noqa: F401,F403  chapter 08: a prediction
 from .efficient import *  # noqa: F401,F403  chapter 09
 from .pretrained import *  # noqa: F401,F403  chapter 10
 from .gpt import *  # noqa: F401,F403  chapter 11
 
 #: Every check function, by chapter module (the batch grader discovers exercises here).
-CHAPTER_MODULES = (basics, masking, multihead, cross_attention, positional, transformer, efficient, pretrained, gpt)
+CHAPTER_MODULES = (basics, basics_questions, masking, multihead, cross_attention, positional, transformer,
+                   transformer_questions, efficient, pretrained, gpt)
 
 __all__ = ["CheckReport", "Case", "Exercise", "Mistake", "Property", "run_check", "NOT_IMPLEMENTED", "CHAPTER_MODULES"]
 for _module in CHAPTER_MODULES:

@@ -14,8 +14,10 @@ import torch
 from ..attention import scaled_dot_product_attention, softmax as _softmax
 from ..masking import causal_mask, padding_mask
 from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+from .questions import exact_compare, prediction, run_question
 
-__all__ = ["check_cross_attention", "check_encoder_decoder_masks", "check_alignment_accuracy"]
+__all__ = ["check_cross_attention", "check_encoder_decoder_masks", "check_alignment_accuracy",
+           "check_predict_cross_weights_shape", "check_find_reordered_words"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,3 +321,91 @@ def check_alignment_accuracy(fn: Callable, seed: int = 0, device=None) -> CheckR
         ],
     )
     return run_check(ex, fn, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: the shape of the cross-attention weights.
+# --------------------------------------------------------------------------------------------
+
+_B, _L, _S, _E = 2, 5, 7, 8
+
+
+def check_predict_cross_weights_shape(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_cross_weights_shape()``: the shape of the cross-attention weights of a batch of B = 2,
+    a decoder of L = 5 tokens (the queries) and an encoder of S = 7 tokens (keys and values), one head,
+    predicted as a tuple.
+
+    Passes on the shape course_lib's attention returns, (2, 5, 7); names the common wrong shapes; explains.
+    Taught in: notebooks/06_cross_attention.ipynb.
+    """
+    g = _gen(0)
+    query, memory = _randn(g, _B, _L, _E), _randn(g, _B, _S, _E)
+    _, weights = scaled_dot_product_attention(query, memory, memory, return_weights=True)  # (B, L, S)
+    answer = tuple(weights.shape)
+    B, L, S = answer
+    return prediction(
+        "predict_cross_weights_shape", answer, f"the shape of the weights: B = {B}, L = {L} decoder, S = {S} encoder",
+        [("transposed", f"You predicted (B, S, L) = {(B, S, L)}: one row per *encoder* token. The rows are the "
+          f"queries, which come from the decoder: one row per decoder token, one column per encoder token.",
+          (B, S, L)),
+         ("decoder_self_attention", f"You predicted (B, L, L) = {(B, L, L)}, the shape of the decoder's *self*-"
+          f"attention. In cross-attention the keys come from the encoder: S = {S} columns.", (B, L, L)),
+         ("encoder_self_attention", f"You predicted (B, S, S) = {(B, S, S)}, the shape of the encoder's self-"
+          f"attention. In cross-attention the queries come from the decoder: L = {L} rows.", (B, S, S))],
+        fn, device,
+        why=f"the weights are softmax(Q K^T / sqrt(E)): Q (B, L, E) from the decoder times K^T (B, E, S) from the "
+            f"encoder gives (B, L, S) = {answer}: each decoder token spreads its weight over the encoder tokens.",
+        compare=exact_compare("shape (a tuple)"))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: where does a translation change the word order?
+# --------------------------------------------------------------------------------------------
+
+
+def _reordered(weights: torch.Tensor, dim: int = -1, shift: int = 0) -> list[int]:
+    """The target positions t >= 1 whose most-read source position is before that of target t - 1."""
+    read = weights.double().argmax(dim=dim).tolist()  # (L,): the source each target reads most
+    return [t - shift for t in range(1, len(read)) if read[t] < read[t - 1]]
+
+
+def _alignment_weights(g: torch.Generator, order: list[int], S: int, dtype=torch.float32) -> torch.Tensor:
+    """Cross-attention weights (L, S) whose target t reads source ``order[t]`` most."""
+    scores = torch.randn(len(order), S, generator=g, dtype=torch.float64)  # (L, S)
+    scores[torch.arange(len(order)), torch.tensor(order)] += 4.0
+    return _softmax(scores).to(dtype)
+
+
+def check_find_reordered_words(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_reordered_words(weights)`` -> the target positions where the translation changes the order:
+    the t >= 1 whose most-attended source position comes *before* the one of target t - 1.
+
+    weights: float tensor (L, S), a translator's cross-attention weights (row t: target token t's weights
+    over the S source tokens). Returns a list of ints in increasing order ([] for a word-for-word order).
+    Taught in: notebooks/06_cross_attention.ipynb.
+    """
+    g = _gen(seed)
+    ex = Exercise(
+        "find_reordered_words",
+        _reordered,
+        [
+            Property("word for word: nothing reordered", [Case((_alignment_weights(g, [0, 1, 2, 3, 4], 5),))]),
+            Property("one adjective after its noun (as in French)",
+                     [Case((_alignment_weights(g, [0, 2, 1, 3, 4], 5),)),
+                      Case((_alignment_weights(g, [0, 1, 3, 2, 4, 5], 6),))]),
+            Property("a longer source than target (L != S)",
+                     [Case((_alignment_weights(g, [0, 1, 4, 2, 5, 6], 8, torch.float64),))]),
+        ],
+        [
+            Mistake("argmax_over_targets", "You took the argmax over the *targets* (dim 0): for each source word, the "
+                    "target that reads it. Each row t is target t's weights over the source: argmax(dim=-1).",
+                    lambda w: _reordered(w, dim=0)),
+            Mistake("off_by_one", "You returned t - 1, the target *before* the reordered one. Return t, the target "
+                    "whose source comes before its predecessor's.", lambda w: _reordered(w, shift=1)),
+        ],
+        compare=exact_compare("list of target positions"),
+    )
+    return run_question(ex, fn, device, on_pass_only=True,
+                        why="cross-attention lets each target token read any source token, in any order: the "
+                            "alignment (each row's argmax) shows where the translation swaps words, which a "
+                            "left-to-right copy could not.")

@@ -15,9 +15,14 @@ from torch.utils._pytree import tree_flatten
 
 from ..attention import scaled_dot_product_attention as _attention
 from ..attention import softmax as _softmax
+from ..efficient.approximations import linear_attention as _linear_attention
+from ..efficient.cost import loglog_slope
+from ..efficient.memory import MemoryTracker
 from .core import Case, CheckReport, Exercise, Mistake, Property, _difference, _gen, _randn, run_check
+from .questions import number_compare, prediction, run_question
 
-__all__ = ["check_online_softmax", "check_tiled_attention", "check_kv_cache_step"]
+__all__ = ["check_online_softmax", "check_tiled_attention", "check_kv_cache_step", "check_predict_score_matrix_mib",
+           "check_find_memory_exponent"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,3 +440,90 @@ def check_kv_cache_step(fn: Callable, seed: int = 0, device=None) -> CheckReport
         compare=_compare_step,
     )
     return run_check(ex, _catching_cat_errors(fn), device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: the memory of one L x L score matrix.
+# --------------------------------------------------------------------------------------------
+
+_SCORES_L = 4096
+
+
+def check_predict_score_matrix_mib(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_score_matrix_mib()``: the memory of one L x L float32 score matrix at L = 4096, in MiB
+    (2**20 bytes), predicted.
+
+    Passes within 1 % of L * L * 4 / 2**20 = 64; names the common wrong predictions; explains the answer.
+    Taught in: notebooks/09_efficient_attention.ipynb.
+    """
+    L = _SCORES_L
+    nbytes = L * L * torch.empty((), dtype=torch.float32).element_size()
+    answer = nbytes / 2 ** 20
+    return prediction(
+        "predict_score_matrix_mib", answer, f"MiB of one {L} x {L} float32 score matrix",
+        [("entries_not_bytes", f"You predicted the number of entries in millions ({L * L / 2 ** 20:g} Mi): each "
+          f"float32 entry takes 4 bytes.", L * L / 2 ** 20),
+         ("megabytes_not_mebibytes", f"You predicted megabytes (10**6 bytes, {nbytes / 1e6:.1f} MB). A MiB is "
+          f"2**20 = 1,048,576 bytes.", nbytes / 1e6),
+         ("gibibytes", f"You predicted GiB ({nbytes / 2 ** 30:g}); the question asks for MiB (2**20 bytes).",
+          nbytes / 2 ** 30),
+         ("linear_in_length", f"You counted one row (L * 4 bytes): the score matrix has L rows of L scores, "
+          f"L^2 = {L * L:,} entries.", L * 4 / 2 ** 20),
+         ("float64", "You counted 8 bytes per entry: float32 takes 4.", 2 * answer)],
+        fn, device,
+        why=f"{L} x {L} = {L * L:,} scores, 4 bytes each: {nbytes:,} bytes = {answer:g} MiB, for *one* head of one "
+            f"sentence. Twice the length, four times the memory: tiled attention never stores this matrix.",
+        compare=number_compare(answer, tolerance=0.01 * answer, unit="MiB"))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: the exponent of memory against sequence length, measured.
+# --------------------------------------------------------------------------------------------
+
+
+def _memory_peaks(attention: Callable, lengths, head_dim: int) -> list[int]:
+    g = torch.Generator().manual_seed(0)
+    peaks = []
+    for L in lengths:
+        q, k, v = (torch.randn(L, head_dim, generator=g) for _ in range(3))  # (L, E) each
+        with MemoryTracker() as tracker:
+            attention(q, k, v)
+        peaks.append(tracker.peak)
+    return peaks
+
+
+def _memory_exponent(attention: Callable, lengths, head_dim: int) -> float:
+    return loglog_slope(lengths, _memory_peaks(attention, lengths, head_dim))
+
+
+def check_find_memory_exponent(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_memory_exponent(attention, lengths, head_dim)`` -> p in memory ~ L^p, measured.
+
+    attention: a function (query, key, value) -> output, each (L, E); lengths: a list of ints; head_dim: E.
+    Measure the peak memory of ``attention`` on random float32 (L, head_dim) inputs at each length (with
+    MemoryTracker) and return the log-log slope of peak bytes against L, a float. Passes within 0.15 of
+    course_lib's measurement.
+    Taught in: notebooks/09_efficient_attention.ipynb.
+    """
+    ex = Exercise(
+        "find_memory_exponent",
+        _memory_exponent,
+        [
+            Property("exact attention, L = 128 .. 512", [Case((_attention, [128, 256, 512], 16))]),
+            Property("linear attention, L = 128 .. 512", [Case((_linear_attention, [128, 256, 512], 16))]),
+            Property("exact attention, longer: L = 256 .. 1024", [Case((_attention, [256, 512, 1024], 16))]),
+        ],
+        [
+            Mistake("ratio_not_exponent", "You returned how many times the memory grew from the shortest to the "
+                    "longest length; the exponent p is the *slope* of log(memory) against log(L): fit it "
+                    "(loglog_slope), or divide log(ratio) by log(L ratio).",
+                    lambda a, ls, e: (lambda p: p[-1] / p[0])(_memory_peaks(a, ls, e))),
+            Mistake("log_ratio_not_divided", "You returned log(memory ratio) without dividing by log(length ratio): "
+                    "p = log(m2 / m1) / log(L2 / L1).",
+                    lambda a, ls, e: (lambda p: math.log(p[-1] / p[0]))(_memory_peaks(a, ls, e))),
+        ],
+        compare=number_compare(rel=0.0, abs_tol=0.15),
+    )
+    return run_question(ex, fn, device, on_pass_only=True,
+                        why="exact attention stores the L x L weights: memory grows as L^2 (p near 2). Linear "
+                            "attention never forms them: p near 1.")

@@ -14,13 +14,16 @@ import math
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ..attention import scaled_dot_product_attention, softmax as _softmax
 from ..masking import causal_mask, combine_masks, padding_mask
 from .basics import _attention_variant
 from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+from .questions import exact_compare, number_compare, prediction, run_question
 
-__all__ = ["check_make_causal_mask", "check_make_padding_mask", "check_masked_attention", "check_combine"]
+__all__ = ["check_make_causal_mask", "check_make_padding_mask", "check_masked_attention", "check_combine",
+           "check_predict_causal_row_nonzeros", "check_find_leaking_positions"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,3 +313,120 @@ def check_combine(fn: Callable, seed: int = 0, device=None) -> CheckReport:
         compare=_mask_difference,
     )
     return run_check(ex, fn, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: how many weights of a causal row are not zero.
+# --------------------------------------------------------------------------------------------
+
+_ROW_L, _ROW_I = 10, 3
+
+
+def check_predict_causal_row_nonzeros(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_causal_row_nonzeros()``: how many attention weights of row i = 3 (counting from 0)
+    are not zero under a causal mask of length L = 10, predicted.
+
+    Passes on the count course_lib's causal_mask gives (4); names the common wrong counts; explains.
+    Taught in: notebooks/04_masking.ipynb.
+    """
+    L, i = _ROW_L, _ROW_I
+    answer = int(causal_mask(L)[i].sum())
+    return prediction(
+        "predict_causal_row_nonzeros", answer, f"nonzero weights in row {i} of a causal mask of length {L}",
+        [("forgot_itself", f"You counted the earlier tokens only ({i}). Query {i} may attend to itself too: keys "
+          f"0 .. {i}, both ends included.", i),
+         ("counted_the_future", f"You counted the *future* tokens ({L - i - 1}): those are the ones the mask "
+          f"blocks. Query {i} keeps keys 0 .. {i}.", L - i - 1),
+         ("future_and_itself", f"You counted the tokens from {i} to the end ({L - i}): a causal mask keeps the "
+          f"*past* and the token itself, keys 0 .. {i}.", L - i),
+         ("no_mask", f"{L} is the whole row, as without a mask: the causal mask sets the {L - i - 1} future scores "
+          f"to -inf, and their weights become exactly 0.", L)],
+        fn, device,
+        why=f"row {i} is query {i}; a causal mask lets it see keys 0 .. {i} (True on and below the diagonal): "
+            f"{i + 1} weights, which sum to 1. The {L - i - 1} future keys get -inf scores and weight exactly 0.",
+        compare=number_compare(answer, tolerance=0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: which queries of a (possibly buggy) causal attention see the future?
+# --------------------------------------------------------------------------------------------
+
+
+class MaskedSelfAttention(nn.Module):
+    """Self-attention of one sequence (L, E) -> (L, E) with its mask built from a recipe, right or buggy.
+
+    ``kind``: "causal" (right), "next_token" (the mask shifted by one: query i also sees key i + 1),
+    "one_leak" (query ``leak[0]`` also sees key ``leak[1]``), "after_softmax" (weights computed over
+    every key, then the future weights zeroed: the denominator still reads the future).
+    Query, key and value are the input itself (no parameters). Taught in: notebooks/04_masking.ipynb.
+    """
+
+    def __init__(self, kind: str = "causal", leak: tuple[int, int] = (0, 1)):
+        super().__init__()
+        self.kind, self.leak = kind, tuple(leak)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L, E = x.shape[-2:]
+        scores = x @ x.transpose(-2, -1) / math.sqrt(E)  # (L, E) @ (E, L) -> (L, L)
+        allowed = causal_mask(L, device=x.device)
+        if self.kind == "next_token":
+            allowed = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(1)
+        elif self.kind == "one_leak":
+            allowed = allowed.clone()
+            allowed[self.leak] = True
+        if self.kind == "after_softmax":
+            weights = _softmax(scores) * allowed
+        else:
+            weights = _softmax(scores.masked_fill(~allowed, float("-inf")))
+        return weights @ x  # (L, L) @ (L, E) -> (L, E)
+
+    def __repr__(self) -> str:
+        return "<an attention module>"
+
+
+def _leaks(attend: nn.Module, L: int, E: int, perturbed=None, count_self: bool = False) -> list[int]:
+    """The queries whose output changes when a later token changes (perturbation, with course_lib's mask)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(L, E, generator=g, dtype=torch.float64)
+    base = attend(x)
+    found: set[int] = set()
+    for j in (range(L) if perturbed is None else perturbed):
+        y = x.clone()
+        y[j] = torch.randn(E, generator=g, dtype=torch.float64)
+        changed = (attend(y) - base).abs().amax(-1) > 1e-9  # (L,)
+        found |= {i for i in range(L) if changed[i] and (i < j or (count_self and i <= j))}
+    return sorted(found)
+
+
+def check_find_leaking_positions(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_leaking_positions(attend, L, E)`` -> the sorted list of query positions i whose output
+    changes when some *later* token j > i changes (the positions that see the future).
+
+    attend: a module mapping a float tensor (L, E) to (L, E) (self-attention meant to be causal).
+    Returns a list of ints in increasing order ([] when the mask is right). Found by experiment:
+    change one token at a time and see which earlier outputs move.
+    Taught in: notebooks/04_masking.ipynb.
+    """
+    ex = Exercise(
+        "find_leaking_positions",
+        _leaks,
+        [
+            Property("a right causal mask: no leak", [Case((MaskedSelfAttention("causal"), 6, 4))]),
+            Property("one query sees one future key", [Case((MaskedSelfAttention("one_leak", (1, 4)), 7, 4))]),
+            Property("the mask shifted by one", [Case((MaskedSelfAttention("next_token"), 6, 4))]),
+            Property("the mask applied after the softmax", [Case((MaskedSelfAttention("after_softmax"), 5, 3))]),
+        ],
+        [
+            Mistake("last_token_only", "You changed only the last token: a leak from a middle token (query 1 reading "
+                    "key 4) goes unseen. Change each token in turn.",
+                    lambda a, L, E: _leaks(a, L, E, perturbed=[L - 1])),
+            Mistake("counted_itself", "You counted a query whose output changes when *its own* token changes: "
+                    "that is allowed (a token attends to itself). A leak is a change from a *later* token, j > i.",
+                    lambda a, L, E: _leaks(a, L, E, count_self=True)),
+        ],
+        compare=exact_compare("list of positions"),
+    )
+    return run_question(ex, fn, device, on_pass_only=True,
+                        why="a causal model's output at i may depend only on tokens 0 .. i, so changing a later "
+                            "token must leave it unchanged. Masking after the softmax fails this: the softmax's "
+                            "denominator has already read the future.")

@@ -13,10 +13,13 @@ from typing import Callable
 import torch
 
 from ..attention import scaled_dot_product_attention
+from ..multihead import MultiHeadAttention
 from ..multihead import merge_heads as _merge_heads, split_heads as _split_heads
 from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+from .questions import exact_compare, number_compare, prediction, run_question
 
-__all__ = ["check_split_heads", "check_merge_heads", "check_multi_head_attention"]
+__all__ = ["check_split_heads", "check_merge_heads", "check_multi_head_attention", "check_predict_mha_parameters",
+           "check_find_previous_token_head"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,3 +236,104 @@ def check_multi_head_attention(fn: Callable, seed: int = 0, device=None) -> Chec
         ],
     )
     return run_check(ex, fn, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: the number of parameters of multi-head attention.
+# --------------------------------------------------------------------------------------------
+
+_E, _H = 512, 8
+
+
+def check_predict_mha_parameters(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_mha_parameters()``: the number of parameters of MultiHeadAttention(embed_dim=512,
+    num_heads=8) with biases, predicted.
+
+    Passes on the count of course_lib's module (4 * (512 * 512 + 512) = 1,050,624, the same as
+    torch.nn.MultiheadAttention); names the common wrong counts; explains the answer.
+    Taught in: notebooks/05_multi_head.ipynb.
+    """
+    E, H = _E, _H
+    answer = sum(p.numel() for p in MultiHeadAttention(E, H).parameters())
+    return prediction(
+        "predict_mha_parameters", answer, f"parameters of multi-head attention, E = {E}, H = {H}, with biases",
+        [("no_biases", f"You counted the four E x E weight matrices ({4 * E * E:,}) but not their biases: each "
+          f"projection has E = {E} more.", 4 * E * E),
+         ("no_output_projection", f"You counted W_query, W_key and W_value ({3 * (E * E + E):,}) but not the "
+          f"output projection W_out, which mixes the concatenated heads: E x E + E more.", 3 * (E * E + E)),
+         ("full_width_per_head", "You gave every head its own E x E projections. The heads *split* the width: "
+          f"each head's query, key and value are E / H = {E // H} wide, so all H heads together are one E x E "
+          "matrix per projection.", H * 3 * (E * E + E) + E * E + E),
+         ("parameters_times_heads", f"You multiplied by the number of heads: the H = {H} heads share the same "
+          "four E x E matrices (each reads its own E / H columns), so the count does not depend on H.",
+          H * (4 * E * E + 4 * E))],
+        fn, device,
+        why=f"four projections (query, key, value, output), each an E x E matrix and E biases: 4 (E^2 + E) = "
+            f"{answer:,}. The H heads split the E columns between them, so H does not change the count.",
+        compare=number_compare(answer, tolerance=0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: which head attends to the previous token?
+# --------------------------------------------------------------------------------------------
+
+_PATTERNS = ("previous", "self", "next", "first", "spread")
+
+
+def _head_weights(g: torch.Generator, L: int, order: list[int], dtype=torch.float32) -> torch.Tensor:
+    """Attention weights (H, L, L), one head per pattern of _PATTERNS (in ``order``), each row summing to 1."""
+    peak = {"previous": 0.75, "self": 0.8, "next": 0.8, "first": 0.97, "spread": 0.0}
+    heads = []
+    for h in order:
+        kind = _PATTERNS[h]
+        i = torch.arange(L)
+        target = {"previous": (i - 1).clamp(min=0), "self": i, "next": (i + 1).clamp(max=L - 1),
+                  "first": torch.zeros_like(i), "spread": i}[kind]
+        noise = torch.softmax(torch.randn(L, L, generator=g, dtype=torch.float64), dim=-1)  # (L, L)
+        onehot = torch.nn.functional.one_hot(target, L).double()  # (L, L)
+        heads.append(peak[kind] * onehot + (1 - peak[kind]) * noise)
+    return torch.stack(heads).to(dtype)  # (H, L, L)
+
+
+def _head_on(weights: torch.Tensor, offset: int) -> int:
+    """The head with the largest mean weight on key i + offset, over the queries that have one."""
+    return int(weights.double().diagonal(offset=offset, dim1=-2, dim2=-1).mean(-1).argmax())  # (H, L - |o|) -> (H,)
+
+
+def check_find_previous_token_head(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_previous_token_head(weights)`` -> the index of the head whose queries attend most to the
+    token just before them.
+
+    weights: float tensor (H, L, L), one sentence's attention weights per head (rows sum to 1). Returns an
+    int: the head with the largest mean weight w[h, i, i - 1] over the queries i = 1 .. L - 1.
+    Taught in: notebooks/05_multi_head.ipynb.
+    """
+    g = _gen(seed)
+
+    def case(L, dtype=torch.float32):
+        order = torch.randperm(len(_PATTERNS), generator=g).tolist()
+        return Case((_head_weights(g, L, order, dtype),))
+
+    ex = Exercise(
+        "find_previous_token_head",
+        lambda w: _head_on(w, -1),
+        [
+            Property("5 heads over 6 tokens", [case(6), case(6)]),
+            Property("5 heads over 10 tokens", [case(10)]),
+            Property("float64 weights", [case(8, torch.float64)]),
+        ],
+        [
+            Mistake("next_token", "You found the head that attends to the *next* token: w[h, i, i + 1], "
+                    "diagonal(offset=1), is query i reading key i + 1. The previous token is key i - 1: "
+                    "diagonal(offset=-1).", lambda w: _head_on(w, 1)),
+            Mistake("itself", "You found the head that attends to the token itself (the main diagonal). The "
+                    "previous token is one below it: diagonal(offset=-1).", lambda w: _head_on(w, 0)),
+            Mistake("largest_weight", "You picked the head with the single largest weight: that head is the sharpest, "
+                    "not the one that looks back. Average each head's weight on key i - 1 over the queries.",
+                    lambda w: int(w.double().flatten(1).amax(-1).argmax())),
+        ],
+        compare=exact_compare("head index"),
+    )
+    return run_question(ex, fn, device, on_pass_only=True,
+                        why="heads specialise: each learns its own pattern (previous token, itself, the first "
+                            "token, ...). Averaging one head's weights along one diagonal measures one pattern.")

@@ -27,29 +27,49 @@ POINTS: dict[str, float] = {
     "dot": 1,
     "cosine_similarity": 1,
     "dot_product_scores": 1,
+    "predict_cosine": 1,
+    "find_flip_scale": 1,
     # 02 softmax
     "softmax": 2,
     "softmax_with_temperature": 1,
     "soft_lookup": 1,
+    "predict_shifted_softmax": 1,
+    "find_temperature": 1,
     # 03 scaling
     "scaled_scores": 1,
     "attention": 2,
     "softmax_jacobian": 1,
+    "predict_score_std": 1,
+    "find_saturating_dk": 2,
     # 04 masking
     "masked_attention": 2,
+    "predict_causal_row_nonzeros": 1,
+    "find_leaking_positions": 2,
     # 05 multi-head attention
     "multi_head_attention": 2,
+    "predict_mha_parameters": 1,
+    "find_previous_token_head": 1,
     # 06 cross-attention
     "cross_attention": 2,
+    "predict_cross_weights_shape": 1,
+    "find_reordered_words": 1,
     # 07 positional encoding
     "apply_rope": 2,
+    "predict_rope_depends_on": 1,
+    "find_similarity_halving_offset": 1,
     # 08 a tiny transformer
     "decoder_layer_forward": 2,
     "greedy_decode": 2,
+    "predict_untrained_loss": 1,
+    "find_alignment_head": 1,  # the chapter's investigation
     # 09 efficient attention
     "tiled_attention": 2,
+    "predict_score_matrix_mib": 1,
+    "find_memory_exponent": 2,
     # 10 a real pretrained model
     "bert_self_attention": 2,
+    "predict_num_attention_maps": 1,
+    "find_most_important_head": 2,
     # 11 a small GPT
     "lm_loss": 1,
     "sampling_probs": 2,

@@ -13,8 +13,10 @@ from ..positional import alibi_slopes as _alibi_slopes
 from ..positional import apply_rope as _apply_rope
 from ..positional import sinusoidal_encoding as _sinusoidal
 from .core import Case, CheckReport, Exercise, Mistake, Property, _difference, _gen, _randn, run_check
+from .questions import exact_compare, prediction, run_question
 
-__all__ = ["check_sinusoidal_encoding", "check_apply_rope", "check_alibi_slopes"]
+__all__ = ["check_sinusoidal_encoding", "check_apply_rope", "check_alibi_slopes", "check_predict_rope_depends_on",
+           "check_find_similarity_halving_offset"]
 
 
 def _compare(keep_dtype: bool):
@@ -214,3 +216,97 @@ def check_alibi_slopes(fn: Callable, seed: int = 0, device=None) -> CheckReport:
         compare=_compare(keep_dtype=False),
     )
     return run_check(ex, fn, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: what the RoPE score depends on.
+# --------------------------------------------------------------------------------------------
+
+ROPE_OPTIONS = {"a": "m, the query's position", "b": "n, the key's position", "c": "m - n, their offset",
+                "d": "m + n", "e": "m and n, each on its own"}
+
+
+def _rope_score(q: torch.Tensor, k: torch.Tensor, m: int, n: int) -> float:
+    rq = _apply_rope(q[None], torch.tensor([m]))[0]  # (E,)
+    rk = _apply_rope(k[None], torch.tensor([n]))[0]  # (E,)
+    return float(rq @ rk)
+
+
+def _rope_dependence() -> str:
+    """The option that course_lib's RoPE satisfies, measured: scores of shifted and swapped position pairs."""
+    g = _gen(3)
+    q, k = _randn(g, 8, dtype=torch.float64), _randn(g, 8, dtype=torch.float64)
+    s = _rope_score(q, k, 5, 2)
+    same_offset = abs(_rope_score(q, k, 9, 6) - s) < 1e-9  # both moved by 4
+    same_sum = abs(_rope_score(q, k, 4, 3) - s) < 1e-9  # m + n kept
+    same_query = abs(_rope_score(q, k, 5, 0) - s) < 1e-9  # m kept
+    same_key = abs(_rope_score(q, k, 0, 2) - s) < 1e-9  # n kept
+    return "c" if same_offset else "d" if same_sum else "a" if same_query else "b" if same_key else "e"
+
+
+def check_predict_rope_depends_on(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_rope_depends_on()``: with RoPE, the score between a query at position m and a key at
+    position n depends on the positions only through (a) m, (b) n, (c) m - n, (d) m + n, or (e) m and n each
+    on its own; the learner returns a letter.
+
+    Passes on the option measured on course_lib's apply_rope ("c"); names the common wrong options; explains.
+    Taught in: notebooks/07_positional_encoding.ipynb.
+    """
+    answer = _rope_dependence()
+    return prediction(
+        "predict_rope_depends_on", answer, "the RoPE score depends on the positions through (a letter)",
+        [("query_position", "(a): rotating the query alone would make the score depend on m, but the key is rotated "
+          "too, by its own angle; what is left is the angle between them.", "a"),
+         ("key_position", "(b): the key's rotation alone does not decide the score: the query is rotated too.", "b"),
+         ("sum", "(d): the two rotations do not add up: the score is q rotated by m dotted with k rotated by n, "
+          "which is q dotted with k rotated by n - m. Only the difference is left.", "d"),
+         ("absolute", "(e) is what *absolute* encodings (sinusoidal, learned) give: added to the tokens, they "
+          "leave terms that depend on m and n separately. RoPE rotates instead, and keeps only the offset.", "e")],
+        fn, device,
+        why="RoPE rotates q by the angle m * theta and k by n * theta; a dot product of two rotated vectors "
+            "depends only on the angle between the rotations, (m - n) * theta. Moving both tokens by the same "
+            "amount leaves every score unchanged: the encoding is relative.",
+        compare=exact_compare("option letter"))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: how far apart are two positions whose sinusoidal encodings are half as similar?
+# --------------------------------------------------------------------------------------------
+
+
+def _halving_offset(d_model: int, base: float, shift: int = 0, ignore_base: bool = False) -> int | None:
+    """The smallest k >= 1 with PE(0) . PE(k) < PE(0) . PE(0) / 2 (course_lib's encoding), up to 1024."""
+    pe = _sinusoidal(1025, d_model, base=10000.0 if ignore_base else base, dtype=torch.float64)  # (P, D)
+    dots = pe @ pe[0]  # (P,)
+    below = (dots[1:] < dots[0] / 2).nonzero()
+    return None if below.numel() == 0 else int(below[0]) + 1 - shift
+
+
+def check_find_similarity_halving_offset(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_similarity_halving_offset(d_model, base)`` -> the smallest offset k >= 1 at which the dot
+    product of the sinusoidal encodings of positions 0 and k falls below half of position 0's with itself.
+
+    d_model: even int; base: float (the encoding's base, 10000 in the paper). Returns an int (found by
+    experiment: compute the encodings, scan k). Exact answer required.
+    Taught in: notebooks/07_positional_encoding.ipynb.
+    """
+    ex = Exercise(
+        "find_similarity_halving_offset",
+        _halving_offset,
+        [
+            Property("the paper's base 10000, d_model = 64", [Case((64, 10000.0))]),
+            Property("a wider model, d_model = 128", [Case((128, 10000.0))]),
+            Property("another base (100), d_model = 16", [Case((16, 100.0))]),
+        ],
+        [
+            Mistake("last_above_half", "You returned the last offset still *above* half: the question asks for the "
+                    "first offset below it (one more).", lambda d, b: _halving_offset(d, b, shift=1)),
+            Mistake("base_ignored", "You used base 10000 whatever the argument: the frequencies are "
+                    "1 / base^(2i / d_model), so another base changes how fast the similarity falls.",
+                    lambda d, b: _halving_offset(d, b, ignore_base=True)),
+        ],
+        compare=exact_compare("offset"),
+    )
+    return run_question(ex, fn, device, on_pass_only=True,
+                        why="PE(m) . PE(n) = sum over frequencies of cos(w_i (m - n)): it depends only on the offset "
+                            "and falls as the offset grows, so nearby positions look alike and far ones do not.")

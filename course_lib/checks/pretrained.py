@@ -9,6 +9,8 @@ Taught in: solutions/ and exercises/ 10_pretrained_attention.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from typing import Callable
 
@@ -16,10 +18,15 @@ import torch
 
 from ..attention import scaled_dot_product_attention
 from ..multihead import merge_heads, split_heads
+import inspect
+
+from ..pretrained import BertEncoder
 from ..pretrained import mean_pool as _mean_pool
 from .core import Case, CheckReport, Exercise, Mistake, Property, _gen, _randn, run_check
+from .questions import exact_compare, number_compare, prediction, run_question
 
-__all__ = ["check_bert_self_attention", "check_link_scores", "check_mean_pool"]
+__all__ = ["check_bert_self_attention", "check_link_scores", "check_mean_pool", "check_predict_num_attention_maps",
+           "check_find_most_important_head"]
 
 
 def _random_padding(g: torch.Generator, B: int, T: int, full_first: bool = True) -> torch.Tensor:
@@ -296,3 +303,122 @@ def check_mean_pool(fn: Callable, seed: int = 0, device=None) -> CheckReport:
         ],
     )
     return run_check(ex, fn, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: how many attention maps MiniLM computes per sentence.
+# --------------------------------------------------------------------------------------------
+
+
+def check_predict_num_attention_maps(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``predict_num_attention_maps()``: how many attention maps (one T x T matrix per head per layer)
+    all-MiniLM-L6-v2 computes for one sentence, predicted.
+
+    Passes on course_lib's BertEncoder configuration (6 layers x 12 heads = 72); names the common wrong
+    counts; explains the answer.
+    Taught in: notebooks/10_pretrained_attention.ipynb.
+    """
+    defaults = inspect.signature(BertEncoder).parameters
+    N, H, D = (defaults[name].default for name in ("num_layers", "num_heads", "embed_dim"))
+    answer = N * H
+    return prediction(
+        "predict_num_attention_maps", answer, "attention maps of all-MiniLM-L6-v2 for one sentence",
+        [("heads_only", f"You counted the heads of one layer ({H}): each of the {N} layers has its own {H} heads.",
+          H),
+         ("layers_only", f"You counted the layers ({N}): each layer has {H} heads, each with its own map.", N),
+         ("layers_plus_heads", f"You added layers and heads ({N + H}): every layer has all {H} heads, so multiply.",
+          N + H),
+         ("hidden_size", f"{D} is the hidden size D: the heads split it ({H} heads of {D // H} dimensions), but "
+          f"the number of maps is layers x heads.", D)],
+        fn, device,
+        why=f"{N} layers x {H} heads = {answer} maps, each (T, T), for every sentence: that is why reading "
+            f"'what the model attends to' needs care, and why ablating heads one by one is a better test.",
+        compare=number_compare(answer, tolerance=0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Investigation: the head whose ablation changes the output most.
+# --------------------------------------------------------------------------------------------
+
+
+def _small_encoder(seed: int, important: tuple[int, int], sharp: tuple[int, int]) -> BertEncoder:
+    """A small random encoder (eval mode) with one head made important and another made sharp."""
+    with torch.random.fork_rng(devices=[]):  # the notebook's random state is left as it was
+        torch.manual_seed(seed)
+        model = BertEncoder(vocab_size=40, embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, max_positions=16)
+    model.eval()
+    d = 32 // 4
+    with torch.no_grad():
+        for (layer, head), part, factor in ((important, "W_value", 4.0), (sharp, "W_query", 8.0),
+                                            (sharp, "W_value", 0.7)):
+            getattr(model.layers[layer].attention, part).weight[head * d:(head + 1) * d] *= factor
+    return model
+
+
+def _ablation_changes(model: BertEncoder, input_ids: torch.Tensor, keep_only: bool = False) -> torch.Tensor:
+    """(N, H): how much the last hidden state moves (Frobenius norm) when each head is ablated (or kept alone)."""
+    N, H = model.num_layers, model.num_heads
+    with torch.no_grad():
+        full = model(input_ids).last_hidden_state  # (B, T, D)
+        changes = torch.zeros(N, H)
+        for layer in range(N):
+            for head in range(H):
+                mask = torch.zeros(N, H) if keep_only else torch.ones(N, H)
+                mask[layer, head] = 1.0 if keep_only else 0.0
+                changes[layer, head] = (model(input_ids, head_mask=mask).last_hidden_state - full).norm()
+    return changes
+
+
+def _pick(scores: torch.Tensor, largest: bool = True) -> tuple[int, int]:
+    flat = int(scores.flatten().argmax() if largest else scores.flatten().argmin())
+    return flat // scores.shape[1], flat % scores.shape[1]
+
+
+def _sharpest_head(model: BertEncoder, input_ids: torch.Tensor) -> tuple[int, int]:
+    with torch.no_grad():
+        maps = torch.stack(model(input_ids).attentions)  # (N, B, H, T, T)
+    return _pick(maps.amax(-1).mean((1, 3)))  # (N, H): each head's mean largest weight
+
+
+def check_find_most_important_head(fn: Callable, seed: int = 0, device=None) -> CheckReport:
+    """Check ``find_most_important_head(model, input_ids)`` -> (layer, head): the head whose ablation moves
+    the model's output most.
+
+    model: a BertEncoder in eval mode; input_ids: long tensor (B, T). Ablate one head at a time
+    (``head_mask`` (num_layers, num_heads) of ones with a 0 for that head) and measure the change of
+    ``last_hidden_state``, the norm of (ablated - full) over the whole batch; return the head with the
+    largest change as a tuple of ints (layer, head).
+    Taught in: notebooks/10_pretrained_attention.ipynb.
+    """
+    def case(model_seed, important, sharp, B=2, T=6):  # fixed models and sentences (every seed), checked
+        ids = torch.randint(1, 40, (B, T), generator=torch.Generator().manual_seed(model_seed))  # to tell apart
+        return Case((_small_encoder(model_seed, important, sharp), ids))  # the right head and each mistake's
+
+    ex = Exercise(
+        "find_most_important_head",
+        lambda model, ids: _pick(_ablation_changes(model, ids)),
+        [
+            Property("2 layers x 4 heads, the important head in layer 0", [case(1, (0, 2), (1, 1))]),
+            Property("the important head in the last layer", [case(2, (1, 3), (0, 0))]),
+            Property("another model and sentences", [case(5, (1, 0), (0, 3), B=3, T=5)]),
+        ],
+        [
+            Mistake("sharpest_attention", "You picked the head with the most peaked attention weights. A sharp map "
+                    "is not an important head: this one looks hard at one token but passes on almost nothing. "
+                    "Ablate each head and measure the change of the output.", _sharpest_head),
+            Mistake("smallest_change", "You returned the head whose ablation changes the output *least*: the "
+                    "important head is the one with the largest change.",
+                    lambda model, ids: _pick(_ablation_changes(model, ids), largest=False)),
+            Mistake("mask_inverted", "Your head_mask keeps only one head (a 1 for it, 0 elsewhere): the mask "
+                    "multiplies each head's output, 1 keeps a head and 0 ablates it. Use ones with a single 0.",
+                    lambda model, ids: _pick(_ablation_changes(model, ids, keep_only=True))),
+        ],
+        compare=exact_compare("(layer, head)"),
+    )
+    def on_the_ids_device(model, input_ids):  # the check moves the ids; a copy of the model goes with them
+        return fn(copy.deepcopy(model).to(input_ids.device), input_ids)
+
+    wrapped = functools.wraps(fn)(on_the_ids_device) if callable(fn) else fn
+    return run_question(ex, wrapped, device, on_pass_only=True,
+                        why="ablation asks the model, not the attention map: a head matters when removing it "
+                            "changes the output. The most peaked head was not the most important one.")
