@@ -199,6 +199,14 @@ def test_nothing_is_executed_the_pages_show_the_committed_outputs(site):
         assert page.count('src="data:image/png;base64,') == pngs, path.name
 
 
+def test_pages_leave_out_the_setup_cell(site):
+    for path in _lesson_paths():
+        nb = nbformat.read(path, as_version=4)
+        assert "setup" in nb.cells[0].metadata.get("tags", [])  # every lesson opens with it ...
+        text = html.unescape((site / path.with_suffix(".html").name).read_text(encoding="utf-8"))
+        assert "importlib.util.find_spec" not in text  # ... and no page shows it
+
+
 def test_widget_outputs_keep_only_their_static_picture(site):
     with_explorers = [p for p in _lesson_paths() if any(
         WIDGET_VIEW in o.get("data", {}) for c in nbformat.read(p, as_version=4).cells

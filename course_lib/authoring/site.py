@@ -110,8 +110,11 @@ def static_outputs(nb):
     """Drop what only a live widget frontend can show: widget views and the saved widget state.
 
     An explorer's output also carries ``image/png`` (its starting state), which is what remains.
+    The setup cell (tagged ``setup``: it installs the course where it is missing) is dropped too:
+    a reader of the site has nothing to install.
     """
     nb.metadata.pop("widgets", None)
+    nb.cells = [c for c in nb.cells if "setup" not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             data = output.get("data")
