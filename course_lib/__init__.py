@@ -19,7 +19,7 @@ from .multihead import MultiHeadAttention, merge_heads, split_heads
 from .positional import LearnedPositionalEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
 from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, Seq2SeqTransformer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     # modules

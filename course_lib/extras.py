@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from ._version import __version__
+
 __all__ = ["DISTRIBUTION", "EXTRAS", "available", "install_command", "missing"]
 
 DISTRIBUTION = "attention-course"
@@ -47,8 +49,6 @@ def available(extra: str = "pretrained") -> bool:
 
 def install_command(extra: str = "pretrained") -> str:
     """The one command that adds ``extra``, e.g. ``pip install "attention-course[pretrained]==0.1.0"``."""
-    from . import __version__
-
     if extra not in EXTRAS:
         raise ValueError(f"extra must be one of {sorted(EXTRAS)}, got {extra!r}")
     return f'pip install "{DISTRIBUTION}[{extra}]=={__version__}"'

@@ -48,10 +48,10 @@ OPTIONAL_PRETRAINED = {
 
 
 def _version() -> str:
-    text = (ROOT / "course_lib" / "__init__.py").read_text(encoding="utf-8")
+    text = (ROOT / "course_lib" / "_version.py").read_text(encoding="utf-8")  # this checkout's, not the installed one's
     match = re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M)
     if not match:
-        raise ValueError("course_lib/__init__.py has no __version__ = \"...\" line")
+        raise ValueError("course_lib/_version.py has no __version__ = \"...\" line")
     return match.group(1)
 
 
