@@ -47,6 +47,12 @@ nobody_here,S-9,+Absent Student
 """
 
 
+def _exercise_functions(nb) -> list[str]:
+    """The functions with a solution region, in notebook order (softmax first in chapter 02)."""
+    return [re.search(r"^def (\w+)", c.source, re.M)[1] for c in nb.cells
+            if c.cell_type == "code" and fx.BEGIN in c.source]
+
+
 def _code_cells(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
@@ -63,7 +69,7 @@ def batch(tmp_path_factory):
                               "return softmax(x * temperature, dim=-1)")
     fx.write(multiplied, cls / "multiplies_temperature.ipynb")
     partly = fx.solution(CHAPTER)
-    for function in ("softmax_with_temperature", "soft_lookup"):  # one exercise done, two still the stub
+    for function in _exercise_functions(partly)[1:]:  # the first exercise done, the others still the stub
         partly = fx.with_body(partly, function, STUB)
     fx.write(partly, cls / "partly_done.ipynb")
     old = nbformat.from_dict(fx.solution(CHAPTER))
@@ -128,7 +134,8 @@ def test_an_untouched_exercise_notebook_is_not_attempted(batch):
     assert "Status: **not-attempted**" in _feedback(batch, "untouched")
     partly = batch.rows["partly_done"]  # one exercise written: attempted, graded as usual
     assert partly.status == "ok" and partly.total == points_for("softmax")
-    assert [g.state for g in partly.grades] == ["graded", "not-implemented", "not-implemented"]
+    assert [g.state for g in partly.grades] == ["graded"] + ["not-implemented"] * (len(partly.grades) - 1)
+    assert len(partly.grades) >= 3
 
 
 def test_syntax_errors_are_found_without_running_anything():

@@ -15,6 +15,7 @@ import torch
 from ..authoring.build_exercises import exercise_version, task_cells
 from ..checks import core
 from ..checks.points import points_for
+from .layouts import INBOUND, latest_inbound, resolve_layout
 from .roster import parse_lms_name
 
 
@@ -137,8 +138,17 @@ class Submission:
     lms_id: str = ""  # the student's LMS id, from the roster
 
 
-def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]:
-    """The submissions under the SUB arguments (see the module doc), in a stable order."""
+def find_submissions(paths: list[Path], exclude: list[Path], layout: str = "auto") -> list[Submission]:
+    """The submissions under the SUB arguments (see the module doc), in a stable order.
+
+    ``layout`` says how a SUB folder is read: "folders", "nbgrader" or "auto" (nbgrader's
+    ``submitted/`` or exchange ``inbound/`` layout when the folder is or holds one:
+    :mod:`.layouts`).
+
+    Raises:
+        ValueError: as :func:`.layouts.resolve_layout` (an unknown layout; "nbgrader" for a
+            folder that is not nbgrader's).
+    """
     subs: list[Submission] = []
     excluded = {p.resolve() for p in exclude}
     seen: set[Path] = set()
@@ -150,6 +160,18 @@ def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]
         if arg.is_file():
             subs.append(Submission(arg.stem, arg.name, arg))
             continue
+        nbgrader = resolve_layout(arg, layout)
+        if nbgrader is not None and nbgrader[0] == INBOUND:
+            inbound = nbgrader[1]
+            chosen, strays = latest_inbound(inbound)
+            for student, folder in chosen:
+                if folder.resolve() not in excluded:
+                    subs += _student_folder(folder, student, f"{inbound.name}/{folder.name}")
+            subs += [Submission(p.name, f"{inbound.name}/{p.name}", None, "not an nbgrader submission "
+                                "(<student>+<assignment>+<timestamp>)") for p in strays if p.resolve() not in excluded]
+            continue
+        if nbgrader is not None:  # submitted/<student>/<assignment>/<notebook>.ipynb: a folder per student
+            arg = nbgrader[1]
         for entry in sorted(arg.iterdir(), key=lambda p: p.name):
             if entry.name.startswith(".") or entry.resolve() in excluded:
                 continue
@@ -158,21 +180,27 @@ def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]
             elif entry.is_file() and entry.suffix == ".ipynb":
                 subs.append(Submission(entry.stem, f"{arg.name}/{entry.name}", entry))
             elif entry.is_dir():
-                inside = {p.relative_to(entry).as_posix(): p for p in entry.rglob("*.ipynb")}
-                notebooks = sorted(rel for rel in inside if not any(part.startswith(".") for part in rel.split("/")))
-                for rel in notebooks:
-                    link = any(q.is_symlink() for q in (inside[rel], *inside[rel].parents) if entry in (q, *q.parents))
-                    subs.append(Submission(entry.name, f"{arg.name}/{entry.name}/{rel}", None if link else inside[rel],
-                                           "a symbolic link, not a notebook" if link else ""))
-                if not notebooks:
-                    subs.append(Submission(entry.name, f"{arg.name}/{entry.name}/", None,
-                                           "no .ipynb notebook in the folder"))
+                subs += _student_folder(entry, entry.name, f"{arg.name}/{entry.name}")
     keys: dict[tuple[str, str], int] = {}
     for sub in subs:  # two SUB folders with the same name: keep the rows apart
         key = (sub.student, sub.notebook)
         keys[key] = keys.get(key, 0) + 1
         if keys[key] > 1:
             sub.notebook = f"{sub.notebook} ({keys[key]})"
+    return subs
+
+
+def _student_folder(folder: Path, student: str, label: str) -> list[Submission]:
+    """One student's folder: a submission per notebook in it (any depth), or one row saying there is none."""
+    subs = []
+    inside = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.ipynb")}
+    notebooks = sorted(rel for rel in inside if not any(part.startswith(".") for part in rel.split("/")))
+    for rel in notebooks:
+        link = any(q.is_symlink() for q in (inside[rel], *inside[rel].parents) if folder in (q, *q.parents))
+        subs.append(Submission(student, f"{label}/{rel}", None if link else inside[rel],
+                               "a symbolic link, not a notebook" if link else ""))
+    if not notebooks:
+        subs.append(Submission(student, f"{label}/", None, "no .ipynb notebook in the folder"))
     return subs
 
 
