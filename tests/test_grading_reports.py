@@ -386,3 +386,32 @@ def test_a_temperature_mistake_passes_no_property(check, mistake):
     wrong = next(m.fn for m in exercise.mistakes if m.key == mistake)
     report = core.judge(exercise, core.compute_outcomes(exercise, wrong))
     assert report.passed == 0 and mistake in report.diagnoses, [(r.title, r.passed) for r in report.results]
+
+
+# --------------------------------------------------------------------------------------------
+# 9. An exercise that no check grades is named on stderr and in run.json.
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_grader_warns_about_exercises_no_check_grades(tmp_path, capsys):
+    def region(name: str) -> str:
+        return f"def {name}(u, v):\n    {fx.BEGIN}\n    return (u * v).sum()\n    {fx.END}"
+
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [
+        region("dot"), "check_dot(dot);",  # graded: no warning
+        region("forgotten"),  # no check at all
+        "def check_mine(fn):\n    assert fn(1, 1) == 1", region("local"), "check_mine(local);",  # the notebook's own check
+    ]])
+    solutions = tmp_path / "solutions"
+    fx.write(solution, solutions / "99_synthetic.ipynb")
+    out = tmp_path / "out"
+    assert main([str(_invalid_class(tmp_path)), "--out", str(out), "--no-progress", "--solutions", str(solutions)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("course-grade: warning: ")]
+    assert len(warned) == 2, warned
+    assert "99_synthetic.ipynb, cell 2: exercise `forgotten` has a solution region" in warned[0]
+    assert "99_synthetic.ipynb, cell 5: `check_mine` is defined in the notebook itself" in warned[1]
+    assert "so `local` get no points" in warned[1]
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert record["warnings"] == [w.removeprefix("course-grade: warning: ") for w in warned]
+    chapter = discover_chapters(solutions, SEED)["99_synthetic"]
+    assert chapter.names == ["dot"]  # what the grader grades: only the exercise a course check names

@@ -95,6 +95,9 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     solutions = (solutions or ROOT / "solutions").resolve()
     out = out.resolve()
     chapters = discover_chapters(solutions, seed)
+    for chapter in chapters.values():  # an exercise no check grades earns nobody a point: say so
+        for warning in chapter.warnings:
+            print(f"course-grade: warning: {warning}", file=sys.stderr)
     subs = find_submissions(submissions, exclude=[out], layout=layout)
     absent = apply_roster(entries, subs)
     labels = {str(p.resolve()): "<submissions>" for p in submissions}

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..authoring.build_exercises import exercise_version, task_cells
+from ..authoring.build_exercises import exercise_version, task_cells, ungraded_exercises
 from ..checks import core
 from ..checks.points import points_for
 from .layouts import INBOUND, latest_inbound, resolve_layout
@@ -45,6 +45,7 @@ class Chapter:
     trusted_pickle: bool = False  # the cases need full pickle (not weights_only) to travel
     version: str = ""  # the exercise's version, as build_exercises stamps it (course.version)
     task_cells: list[str] = field(default_factory=list)  # the task cells as distributed (stubs in place)
+    warnings: list[str] = field(default_factory=list)  # exercises no check of course_lib.checks grades
 
     @property
     def names(self) -> list[str]:
@@ -70,7 +71,9 @@ def discover_chapters(solutions: Path, seed: int) -> dict[str, Chapter]:
         seed: the instructor's seed, passed to every check function.
     Returns:
         chapters by name (the notebook's stem), sorted. A chapter whose checks fail to load
-        has ``error`` set (its notebooks get status grader-error) instead of stopping the run.
+        has ``error`` set (its notebooks get status grader-error) instead of stopping the run;
+        ``warnings`` lists the exercises that no check of course_lib.checks grades
+        (:func:`course_lib.authoring.build_exercises.ungraded_exercises`).
     """
     import nbformat
 
@@ -83,13 +86,14 @@ def discover_chapters(solutions: Path, seed: int) -> dict[str, Chapter]:
         try:
             nb = nbformat.read(path, as_version=4)
             chapter.version, chapter.task_cells = exercise_version(nb, path.name), task_cells(nb, path.name)
+            chapter.warnings = ungraded_exercises(nb, path.name)
             names: list[str] = []
             for cell in nb.cells:
                 if cell.cell_type == "code":
                     names += [n for n in _CHECK_CALL.findall(cell.source) if n not in names]
             for name in names:
                 check = getattr(checks, f"check_{name}", None)
-                if not callable(check):
+                if not callable(check):  # e.g. a check defined in the notebook: chapter.warnings says so
                     continue
                 takes_seed = "seed" in inspect.signature(check).parameters
                 with core.capture() as captured:
