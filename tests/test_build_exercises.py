@@ -6,7 +6,7 @@ import sys
 import nbformat
 import pytest
 
-from course_lib.authoring.build_exercises import ROOT, build, make_exercise, strip_solutions
+from course_lib.authoring.build_exercises import ROOT, build, main, make_exercise, strip_solutions, ungraded_exercises
 
 
 def test_region_is_replaced_at_its_indentation():
@@ -82,3 +82,57 @@ def test_every_solution_exercise_has_a_check_cell_after_it():
         for i in regions:
             following = [c for c in cells[i + 1:] if c.cell_type == "code"]
             assert following and "check_" in following[0].source, f"{path.name}, cell {i}: no check cell follows"
+
+
+def _region(name: str, header: str = "") -> str:
+    return f"{header}def {name}(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"
+
+
+def _ungraded_notebook():
+    """Four exercises: two graded by a course check (one inside a class, through a lambda), one
+    checked by nobody, one by a check the notebook defines itself (which the batch grader skips)."""
+    cells = [
+        _region("graded"),
+        "check_dot(graded);",
+        "class Model:\n    def forward(self, x):\n        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION",
+        "%time check_dot(lambda u, v: Model().forward(u) @ v);",  # a magic line is no error
+        _region("forgotten"),
+        "print('no check here')",
+        "def check_mine(fn):\n    assert fn(1) == 1",
+        _region("local"),
+        "check_mine(local)",
+    ]
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+
+
+def test_ungraded_exercises_are_named(tmp_path):
+    found = ungraded_exercises(_ungraded_notebook(), "99_x.ipynb")
+    assert len(found) == 2, found
+    assert found[0].startswith("99_x.ipynb, cell 4: exercise `forgotten` has a solution region, but no check_")
+    assert found[1].startswith("99_x.ipynb, cell 8: `check_mine` is defined in the notebook itself")
+    assert "so `local` get no points" in found[1] and "course_lib.checks only" in found[1]
+    graded = _ungraded_notebook()
+    graded.cells = graded.cells[:4]
+    assert ungraded_exercises(graded, "99_x.ipynb") == []  # a function and a method, both checked
+    unknown = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_region("f")),
+                                              nbformat.v4.new_code_cell("check_f(f)")])
+    assert ungraded_exercises(unknown, "u.ipynb") == [
+        "u.ipynb, cell 1: `check_f` is not in course_lib.checks: it runs in the notebook, but the batch grader "
+        "looks checks up in course_lib.checks only and skips it, so `f` get no points (move the check into "
+        "course_lib/checks/)"]
+
+
+def test_make_exercises_warns_about_ungraded_exercises(tmp_path, capsys):
+    sol, ex = tmp_path / "solutions", tmp_path / "exercises"
+    sol.mkdir()
+    nbformat.write(_ungraded_notebook(), sol / "99_x.ipynb")
+    assert main(["--solutions", str(sol), "--exercises", str(ex)]) == 0  # a warning, not an error
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ", 2)[:2] for line in err] == [["build_exercises", "warning"]] * 2
+    assert "`forgotten`" in err[0] and "`check_mine`" in err[1]
+    assert (ex / "99_x.ipynb").exists()
+
+
+def test_the_course_solutions_have_no_ungraded_exercise():
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        assert ungraded_exercises(nbformat.read(path, as_version=4), path.name) == []

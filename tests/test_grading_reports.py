@@ -47,6 +47,12 @@ nobody_here,S-9,+Absent Student
 """
 
 
+def _exercise_functions(nb) -> list[str]:
+    """The functions with a solution region, in notebook order (softmax first in chapter 02)."""
+    return [re.search(r"^def (\w+)", c.source, re.M)[1] for c in nb.cells
+            if c.cell_type == "code" and fx.BEGIN in c.source]
+
+
 def _code_cells(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
@@ -63,7 +69,7 @@ def batch(tmp_path_factory):
                               "return softmax(x * temperature, dim=-1)")
     fx.write(multiplied, cls / "multiplies_temperature.ipynb")
     partly = fx.solution(CHAPTER)
-    for function in ("softmax_with_temperature", "soft_lookup"):  # one exercise done, two still the stub
+    for function in _exercise_functions(partly)[1:]:  # the first exercise done, the others still the stub
         partly = fx.with_body(partly, function, STUB)
     fx.write(partly, cls / "partly_done.ipynb")
     old = nbformat.from_dict(fx.solution(CHAPTER))
@@ -128,7 +134,8 @@ def test_an_untouched_exercise_notebook_is_not_attempted(batch):
     assert "Status: **not-attempted**" in _feedback(batch, "untouched")
     partly = batch.rows["partly_done"]  # one exercise written: attempted, graded as usual
     assert partly.status == "ok" and partly.total == points_for("softmax")
-    assert [g.state for g in partly.grades] == ["graded", "not-implemented", "not-implemented"]
+    assert [g.state for g in partly.grades] == ["graded"] + ["not-implemented"] * (len(partly.grades) - 1)
+    assert len(partly.grades) >= 3
 
 
 def test_syntax_errors_are_found_without_running_anything():
@@ -379,3 +386,32 @@ def test_a_temperature_mistake_passes_no_property(check, mistake):
     wrong = next(m.fn for m in exercise.mistakes if m.key == mistake)
     report = core.judge(exercise, core.compute_outcomes(exercise, wrong))
     assert report.passed == 0 and mistake in report.diagnoses, [(r.title, r.passed) for r in report.results]
+
+
+# --------------------------------------------------------------------------------------------
+# 9. An exercise that no check grades is named on stderr and in run.json.
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_grader_warns_about_exercises_no_check_grades(tmp_path, capsys):
+    def region(name: str) -> str:
+        return f"def {name}(u, v):\n    {fx.BEGIN}\n    return (u * v).sum()\n    {fx.END}"
+
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [
+        region("dot"), "check_dot(dot);",  # graded: no warning
+        region("forgotten"),  # no check at all
+        "def check_mine(fn):\n    assert fn(1, 1) == 1", region("local"), "check_mine(local);",  # the notebook's own check
+    ]])
+    solutions = tmp_path / "solutions"
+    fx.write(solution, solutions / "99_synthetic.ipynb")
+    out = tmp_path / "out"
+    assert main([str(_invalid_class(tmp_path)), "--out", str(out), "--no-progress", "--solutions", str(solutions)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("course-grade: warning: ")]
+    assert len(warned) == 2, warned
+    assert "99_synthetic.ipynb, cell 2: exercise `forgotten` has a solution region" in warned[0]
+    assert "99_synthetic.ipynb, cell 5: `check_mine` is defined in the notebook itself" in warned[1]
+    assert "so `local` get no points" in warned[1]
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert record["warnings"] == [w.removeprefix("course-grade: warning: ") for w in warned]
+    chapter = discover_chapters(solutions, SEED)["99_synthetic"]
+    assert chapter.names == ["dot"]  # what the grader grades: only the exercise a course check names

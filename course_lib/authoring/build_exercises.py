@@ -25,6 +25,9 @@ Usage::
     python -m course_lib.authoring.build_exercises            # write exercises/
     python -m course_lib.authoring.build_exercises --check    # exit 1 if exercises/ is stale
 
+Every exercise should be graded by a check of ``course_lib.checks``: the command prints a warning
+on stderr for each one that is not (:func:`ungraded_exercises`), and so does ``course-grade``.
+
 Raises ``ValueError`` (exit 2 from the command line) for an unmatched marker or a region at the
 top level of a cell, which would make the exercise notebook fail to run.
 """
@@ -127,6 +130,95 @@ def exercise_version(solution: nbformat.NotebookNode, name: str = "notebook") ->
     return digest.hexdigest()[:12]
 
 
+def _parse(source: str):
+    """The cell's syntax tree, IPython magics and shell lines blanked out; None if Python cannot read it."""
+    import ast
+
+    lines = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("%time ", "%%time")) and not stripped.startswith(("%timeit", "%%timeit")):
+            line = line.replace("%%time", "", 1) if stripped.startswith("%%") else line.replace("%time ", "", 1)
+        lines.append("" if line.lstrip().startswith(("%", "!")) else line)
+    try:
+        return ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def ungraded_exercises(solution: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """Warnings for the exercises of a solution notebook that no check of ``course_lib.checks`` grades.
+
+    Two cases, one warning each:
+
+    - a function (or class) whose body holds a ``### BEGIN SOLUTION`` region and whose name is
+      passed to no ``check_...(...)`` call anywhere in the notebook: the learner gets no feedback
+      and the batch grader gives it no points;
+    - a ``check_<name>(...)`` call whose check is defined in the notebook itself, or is not in
+      ``course_lib.checks``: it runs for the learner, but the batch grader looks checks up in
+      ``course_lib.checks`` only (:func:`course_lib.grading.discovery.discover_chapters` skips the
+      name), so the functions passed to it are not graded.
+
+    Args:
+        solution: the solution notebook.
+        name: its file name, for the messages.
+    Returns:
+        one line per problem (``"<name>, cell <n>: ..."``), in cell order; empty when every
+        exercise is graded.
+    """
+    import ast
+
+    from .. import checks
+
+    exercises: list[tuple[int, str]] = []  # (cell index, function or class name)
+    passed: set[str] = set()  # names passed to a check call
+    calls: list[tuple[int, str, list[str]]] = []  # (cell index, check name, names passed)
+    defined: set[str] = set()  # check_ functions defined in the notebook
+    for index, cell in enumerate(solution.cells):
+        if cell.cell_type != "code":
+            continue
+        tree = _parse(cell.source)
+        if tree is None:
+            continue
+        begins = [n for n, line in enumerate(cell.source.splitlines(), 1) if line.strip() == BEGIN]
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name.startswith("check_"):
+                    defined.add(node.name)
+                if any(node.lineno <= line <= (node.end_lineno or node.lineno) for line in begins):
+                    exercises.append((index, node.name))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            check = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if not check.startswith("check_"):
+                continue
+            names = [n.id for arg in [*node.args, *(k.value for k in node.keywords)]
+                     for n in ast.walk(arg) if isinstance(n, ast.Name)]
+            passed.update(names)
+            calls.append((index, check, names))
+    warnings: list[tuple[int, str]] = []
+    for index, function in exercises:
+        if function not in passed:
+            warnings.append((index, f"exercise `{function}` has a solution region, but no check_...(...) call in "
+                                    f"the notebook is given `{function}`: no check grades it (add "
+                                    f"`check_{function}({function})` after it, with a check in course_lib.checks)"))
+    reported: set[str] = set()
+    for index, check, names in calls:
+        if check in reported:
+            continue
+        where = ("is defined in the notebook itself" if check in defined else "is not in course_lib.checks")
+        if check in defined or not callable(getattr(checks, check, None)):
+            reported.add(check)
+            graded = [f"`{e}`" for _, e in exercises if e in names]
+            warnings.append((index, f"`{check}` {where}: it runs in the notebook, but the batch grader looks "
+                                    "checks up in course_lib.checks only and skips it"
+                                    + (f", so {', '.join(graded)} get no points" if graded else "")
+                                    + " (move the check into course_lib/checks/)"))
+    return [f"{name}, cell {index}: {text}" for index, text in sorted(warnings, key=lambda w: w[0])]
+
+
 def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """Return the exercise version of a solution notebook (a new object; the input is unchanged)."""
     nb = nbformat.from_dict(solution)  # deep copy
@@ -194,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"build_exercises: {exc}", file=sys.stderr)
         return 2
+    for path in sorted(args.solutions.glob("*.ipynb")):
+        for warning in ungraded_exercises(nbformat.read(path, as_version=4), path.name):
+            print(f"build_exercises: warning: {warning}", file=sys.stderr)
     if args.check:
         if report:
             print("exercises/ is out of date; run `make exercises`:\n  " + "\n  ".join(report))

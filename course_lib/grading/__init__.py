@@ -8,14 +8,17 @@ and :mod:`.cli` (the command line and :func:`grade`).
 Usage::
 
     course-grade SUB... --out DIR [--timeout S] [--memory MB] [--jobs N] [--seed N] [--device cpu|cuda]
-                 [--roster FILE] [--force]
+                 [--roster FILE] [--force] [--layout auto|folders|nbgrader] [--lms canvas]
     make grade SUBMISSIONS=dir [OUT=grades]
 
 ``SUB`` is a notebook (the student id is its file name without ``.ipynb``) or a folder. In a
 folder, each notebook is one student's submission (id: file name), and each sub-folder is one
 student (id: folder name) holding one or more notebooks, one per chapter: every notebook gets
 its own row, with a ``notebook`` column (its path from the SUB folder's parent) and a
-``chapter`` column. Hidden files and folders (``.ipynb_checkpoints``) are skipped.
+``chapter`` column. Hidden files and folders (``.ipynb_checkpoints``) are skipped. nbgrader's layouts are read as they are (:mod:`.layouts`):
+a course directory's ``submitted/<student>/<assignment>/``, and an exchange's
+``inbound/<student>+<assignment>+<timestamp>/`` (the latest of each student and assignment).
+``--lms canvas`` also writes ``canvas.csv``, Canvas's gradebook import (:mod:`.lms`).
 
 For each notebook the grader
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from .confine import ISOLATION_CHOICES, ConfinementUnavailable, resolve_isolation
 from .discovery import _one_line, discover_chapters, find_submissions
 from .gradescope import write_results
+from .layouts import LAYOUTS
+from .lms import LMS_CHOICES, write_lms
 from .integrity import PACKAGE, PackageChanged, changed_files, snapshot
 from .output import OutputNotEmpty, check_output, write_output
 from .report import write_feedback, write_grades
@@ -35,7 +37,7 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
           jobs: int = 1, seed: int = DEFAULT_SEED, solutions: Path | None = None, progress: bool = True,
           fork_server: bool = True, isolation: str = "auto", output_format: str = "csv",
           package: Path | None = None, device: str = "cpu", force: bool = False,
-          roster: Path | None = None) -> list[Row]:
+          roster: Path | None = None, layout: str = "auto", lms: str | None = None) -> list[Row]:
     """Grade every submission and write ``out/grades.csv``, ``out/feedback/``, ``out/summary.md`` and ``out/run.json``.
 
     Args:
@@ -61,6 +63,9 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
             without it such a folder is refused (csv format; gradescope writes results.json in place).
         roster: a CSV mapping submissions to LMS student ids (:mod:`.roster`); its students without
             a submission get a ``no-submission`` row.
+        layout: how a SUB folder is read: "auto" (nbgrader's ``submitted/`` or exchange ``inbound/``
+            layout when the folder is or holds one, else folders), "folders" or "nbgrader" (:mod:`.layouts`).
+        lms: also write that LMS's gradebook import: "canvas" writes ``out/canvas.csv`` (:mod:`.lms`).
     Returns:
         the rows, sorted by student and notebook.
     Raises:
@@ -69,7 +74,8 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         ValueError: for a roster file that cannot be read (:func:`.roster.read_roster`).
         PackageChanged: when ``package`` changed during the batch, after the output was written
             (the changed files are named in the message, in a last grades.csv row, or in results.json).
-        ValueError: for an unknown ``output_format``; if device is not "cpu" or "cuda", or is
+        ValueError: for an unknown ``output_format``, ``layout`` or ``lms``; for layout "nbgrader" and
+            a folder that is not nbgrader's; if device is not "cpu" or "cuda", or is
             "cuda" and CUDA is not available.
     """
     if output_format not in ("csv", "gradescope"):
@@ -77,6 +83,8 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     from tqdm import tqdm
 
     _check_grading_device(device)
+    if lms is not None and lms not in LMS_CHOICES:
+        raise ValueError(f"lms must be one of {LMS_CHOICES}, got {lms!r}")
     isolation = resolve_isolation(isolation)  # before any work: refuse early, with what to do
     if output_format == "csv":
         check_output(out.resolve(), force)
@@ -87,7 +95,10 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     solutions = (solutions or ROOT / "solutions").resolve()
     out = out.resolve()
     chapters = discover_chapters(solutions, seed)
-    subs = find_submissions(submissions, exclude=[out])
+    for chapter in chapters.values():  # an exercise no check grades earns nobody a point: say so
+        for warning in chapter.warnings:
+            print(f"course-grade: warning: {warning}", file=sys.stderr)
+    subs = find_submissions(submissions, exclude=[out], layout=layout)
     absent = apply_roster(entries, subs)
     labels = {str(p.resolve()): "<submissions>" for p in submissions}
     labels.update({str(solutions): "<solutions>", str(out): "<output>"})
@@ -127,13 +138,16 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         alarm = [Row("<grader>", "", status="grader-error", reasons=[str(problem)])] if problem else []
         record = run_record(rows, chapters, seed=seed, package_sha256=before.digest, settings={
             "timeout_s": timeout, "memory_mb": memory, "jobs": jobs, "device": device, "isolation": isolation,
-            "fork_server": fork_server, "roster": roster.name if roster is not None else None})
+            "fork_server": fork_server, "roster": roster.name if roster is not None else None,
+            "layout": layout, "lms": lms})
 
         def write(folder: Path) -> None:
             write_grades(rows + alarm, chapters, folder / "grades.csv")
             write_feedback(rows, folder / "feedback")
             (folder / "summary.md").write_text(summary_text(rows, chapters), encoding="utf-8")
             write_run_record(folder / "run.json", record)
+            if lms is not None:
+                write_lms(lms, rows, chapters, folder)
 
         write_output(out, write)
     if problem is not None:
@@ -187,6 +201,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="CSV with columns submission,lms_id[,name]: fills grades.csv's lms_id column and "
                              "adds a no-submission row per roster student who sent nothing (Canvas and Moodle "
                              "download names are read)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                        help="how a SUB folder is read: auto (default: nbgrader's layout when the folder is or holds "
+                             "submitted/ (submitted/<student>/<assignment>/*.ipynb) or an exchange's inbound/ "
+                             "(<student>+<assignment>+<timestamp>/, the latest of each), else folders), folders, "
+                             "or nbgrader (refuse a folder that is not nbgrader's)")
+    parser.add_argument("--lms", choices=LMS_CHOICES,
+                        help="also write an LMS gradebook import: canvas writes canvas.csv (Canvas's gradebook CSV: "
+                             "a column per chapter, a Points Possible row, a row per student keyed by the "
+                             "roster's lms_id as the Canvas user ID; use it with --roster)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
                         help="how each worker is confined: auto (the strongest layer the kernel offers: Landlock "
@@ -223,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.solutions.is_dir():
         parser.error(f"no solutions folder at {args.solutions} (run course-grade from the course checkout)")
     out = args.out.resolve()
-    if not find_submissions(args.submissions, exclude=[out]):
+    try:
+        found = find_submissions(args.submissions, exclude=[out], layout=args.layout)
+    except ValueError as exc:
+        parser.error(f"--layout {args.layout}: {exc}")
+    if not found:
         if args.output_format == "gradescope":  # Gradescope shows the student this instead of a bare failure
             out.mkdir(parents=True, exist_ok=True)
             write_results([], out / "results.json")
@@ -240,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = grade(args.submissions, args.out, timeout=args.timeout, memory=args.memory, jobs=args.jobs,
                      seed=args.seed, solutions=args.solutions, progress=not args.no_progress,
                      isolation=args.isolation, output_format=args.output_format, package=args.package,
-                     device=args.device, force=args.force, roster=args.roster)
+                     device=args.device, force=args.force, roster=args.roster, layout=args.layout,
+                     lms=args.lms)
     except PackageChanged as exc:
         rows, status = exc.rows, 3
         print(f"course-grade: INTEGRITY FAILURE: {exc}", file=sys.stderr)
@@ -251,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     summary += f"; {absent} roster student(s) without a submission" if absent else ""
     wrote = f"{out / 'results.json'}" if args.output_format == "gradescope" else \
-        f"{out / 'grades.csv'}, {out / 'feedback'}/, summary.md and run.json"
+        f"{out / 'grades.csv'}, {out / 'feedback'}/, summary.md, run.json" + (f" and {args.lms}.csv" if args.lms else "")
     print(f"graded {len(rows) - absent} notebook(s): {summary}; wrote {wrote}")
     if status:
         print("course-grade: the course_lib package changed during grading; see the message above "

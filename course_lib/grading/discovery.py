@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
-from ..authoring.build_exercises import exercise_version, task_cells
+from ..authoring.build_exercises import exercise_version, task_cells, ungraded_exercises
 from ..checks import core
 from ..checks.points import points_for
+from .layouts import INBOUND, latest_inbound, resolve_layout
 from .roster import parse_lms_name
 
 
@@ -44,6 +45,7 @@ class Chapter:
     trusted_pickle: bool = False  # the cases need full pickle (not weights_only) to travel
     version: str = ""  # the exercise's version, as build_exercises stamps it (course.version)
     task_cells: list[str] = field(default_factory=list)  # the task cells as distributed (stubs in place)
+    warnings: list[str] = field(default_factory=list)  # exercises no check of course_lib.checks grades
 
     @property
     def names(self) -> list[str]:
@@ -69,7 +71,9 @@ def discover_chapters(solutions: Path, seed: int) -> dict[str, Chapter]:
         seed: the instructor's seed, passed to every check function.
     Returns:
         chapters by name (the notebook's stem), sorted. A chapter whose checks fail to load
-        has ``error`` set (its notebooks get status grader-error) instead of stopping the run.
+        has ``error`` set (its notebooks get status grader-error) instead of stopping the run;
+        ``warnings`` lists the exercises that no check of course_lib.checks grades
+        (:func:`course_lib.authoring.build_exercises.ungraded_exercises`).
     """
     import nbformat
 
@@ -82,13 +86,14 @@ def discover_chapters(solutions: Path, seed: int) -> dict[str, Chapter]:
         try:
             nb = nbformat.read(path, as_version=4)
             chapter.version, chapter.task_cells = exercise_version(nb, path.name), task_cells(nb, path.name)
+            chapter.warnings = ungraded_exercises(nb, path.name)
             names: list[str] = []
             for cell in nb.cells:
                 if cell.cell_type == "code":
                     names += [n for n in _CHECK_CALL.findall(cell.source) if n not in names]
             for name in names:
                 check = getattr(checks, f"check_{name}", None)
-                if not callable(check):
+                if not callable(check):  # e.g. a check defined in the notebook: chapter.warnings says so
                     continue
                 takes_seed = "seed" in inspect.signature(check).parameters
                 with core.capture() as captured:
@@ -137,8 +142,17 @@ class Submission:
     lms_id: str = ""  # the student's LMS id, from the roster
 
 
-def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]:
-    """The submissions under the SUB arguments (see the module doc), in a stable order."""
+def find_submissions(paths: list[Path], exclude: list[Path], layout: str = "auto") -> list[Submission]:
+    """The submissions under the SUB arguments (see the module doc), in a stable order.
+
+    ``layout`` says how a SUB folder is read: "folders", "nbgrader" or "auto" (nbgrader's
+    ``submitted/`` or exchange ``inbound/`` layout when the folder is or holds one:
+    :mod:`.layouts`).
+
+    Raises:
+        ValueError: as :func:`.layouts.resolve_layout` (an unknown layout; "nbgrader" for a
+            folder that is not nbgrader's).
+    """
     subs: list[Submission] = []
     excluded = {p.resolve() for p in exclude}
     seen: set[Path] = set()
@@ -150,6 +164,18 @@ def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]
         if arg.is_file():
             subs.append(Submission(arg.stem, arg.name, arg))
             continue
+        nbgrader = resolve_layout(arg, layout)
+        if nbgrader is not None and nbgrader[0] == INBOUND:
+            inbound = nbgrader[1]
+            chosen, strays = latest_inbound(inbound)
+            for student, folder in chosen:
+                if folder.resolve() not in excluded:
+                    subs += _student_folder(folder, student, f"{inbound.name}/{folder.name}")
+            subs += [Submission(p.name, f"{inbound.name}/{p.name}", None, "not an nbgrader submission "
+                                "(<student>+<assignment>+<timestamp>)") for p in strays if p.resolve() not in excluded]
+            continue
+        if nbgrader is not None:  # submitted/<student>/<assignment>/<notebook>.ipynb: a folder per student
+            arg = nbgrader[1]
         for entry in sorted(arg.iterdir(), key=lambda p: p.name):
             if entry.name.startswith(".") or entry.resolve() in excluded:
                 continue
@@ -158,21 +184,27 @@ def find_submissions(paths: list[Path], exclude: list[Path]) -> list[Submission]
             elif entry.is_file() and entry.suffix == ".ipynb":
                 subs.append(Submission(entry.stem, f"{arg.name}/{entry.name}", entry))
             elif entry.is_dir():
-                inside = {p.relative_to(entry).as_posix(): p for p in entry.rglob("*.ipynb")}
-                notebooks = sorted(rel for rel in inside if not any(part.startswith(".") for part in rel.split("/")))
-                for rel in notebooks:
-                    link = any(q.is_symlink() for q in (inside[rel], *inside[rel].parents) if entry in (q, *q.parents))
-                    subs.append(Submission(entry.name, f"{arg.name}/{entry.name}/{rel}", None if link else inside[rel],
-                                           "a symbolic link, not a notebook" if link else ""))
-                if not notebooks:
-                    subs.append(Submission(entry.name, f"{arg.name}/{entry.name}/", None,
-                                           "no .ipynb notebook in the folder"))
+                subs += _student_folder(entry, entry.name, f"{arg.name}/{entry.name}")
     keys: dict[tuple[str, str], int] = {}
     for sub in subs:  # two SUB folders with the same name: keep the rows apart
         key = (sub.student, sub.notebook)
         keys[key] = keys.get(key, 0) + 1
         if keys[key] > 1:
             sub.notebook = f"{sub.notebook} ({keys[key]})"
+    return subs
+
+
+def _student_folder(folder: Path, student: str, label: str) -> list[Submission]:
+    """One student's folder: a submission per notebook in it (any depth), or one row saying there is none."""
+    subs = []
+    inside = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.ipynb")}
+    notebooks = sorted(rel for rel in inside if not any(part.startswith(".") for part in rel.split("/")))
+    for rel in notebooks:
+        link = any(q.is_symlink() for q in (inside[rel], *inside[rel].parents) if folder in (q, *q.parents))
+        subs.append(Submission(student, f"{label}/{rel}", None if link else inside[rel],
+                               "a symbolic link, not a notebook" if link else ""))
+    if not notebooks:
+        subs.append(Submission(student, f"{label}/", None, "no .ipynb notebook in the folder"))
     return subs
 
 

@@ -5,7 +5,7 @@ exercise, and the mistakes the checks diagnosed most often across the class, wit
 notebooks made each ("what to go over next session"), then the properties failed most often.
 It names no student. run.json records how the grades were made: the date (UTC, ISO 8601), the
 seed, the course's version and git commit, the grader's version and the sha256 of its package,
-each chapter's exercise version, and the settings.
+each chapter's exercise version, the settings, and the warnings about exercises no check grades.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def run_record(rows: list[Row], chapters: dict[str, Chapter], *, seed: int, pack
         "grader": {"name": "course-grade", "version": course_version(), "package_sha256": package_sha256},
         "exercise_versions": {name: c.version for name, c in sorted(chapters.items())},
         "settings": settings,
+        "warnings": [w for _, c in sorted(chapters.items()) for w in c.warnings],
         "notebooks": sum(n for s, n in counts.items() if s != "no-submission"),
         "statuses": dict(sorted(counts.items())),
     }
