@@ -87,7 +87,7 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {{ super() }}
 <style type="text/css">
 /* A slide taller than the screen scrolls (reveal.js would cut it). */
-.reveal .slides > section > section { height: 100%; overflow-y: auto; overflow-x: hidden; }
+.reveal .slides > section > section { height: 100%; overflow: auto; }
 .reveal .slides section img { max-height: 560px; }
 </style>
 {% endblock notebook_css %}
