@@ -21,7 +21,7 @@ TEST_THREADS ?= 1
 # Notebooks to re-execute with `make notebooks` (default: every lesson and solution).
 NB      ?= $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 
-.PHONY: help install lab test notebooks exercises badges grade gradescope site dist bench gpu-check clean
+.PHONY: help install lab test notebooks exercises badges grade gradescope site slides dist bench gpu-check clean
 
 help:
 	@echo "make lab        install if needed, then open JupyterLab on notebooks/ (LAB_ARGS=--no-browser for headless)"
@@ -31,6 +31,7 @@ help:
 	@echo "make badges    write Open-in-Colab and Binder links into every notebook: make badges REPO=owner/name [REF=main]"
 	@echo "make dist       build the wheel and sdist of the attention-course distribution into dist/"
 	@echo "make site       convert the committed lessons to an offline HTML site in build/site/ (runs nothing)"
+	@echo "make slides     the committed lessons as offline reveal.js slide decks in build/slides/ (runs nothing; npm fetches reveal.js once)"
 	@echo "make bench      the benchmarks (not part of make test): attention vs PyTorch, tiny-transformer and tiny-GPT training, grader throughput"
 	@echo "make gpu-check  on a CUDA machine: unit tests, lessons, benchmark, grader on the GPU -> build/gpu-check.json (exit 2 without CUDA)"
 	@echo "make grade      grade the notebooks in SUBMISSIONS=dir into OUT=grades (GRADE_ARGS=--seed 1234 ...)"
@@ -48,7 +49,7 @@ export PYTHONDONTWRITEBYTECODE :=
 WARM_IMPORTS := import torch, numpy, matplotlib.pyplot, tqdm, safetensors, tokenizers, transformers, \
   sentence_transformers, ipywidgets, IPython, ipykernel.kernelapp, nbformat, nbclient, nbconvert, \
   jupyter_client, jupyterlab, jupyter_server.serverapp, course_lib, course_lib.checks, course_lib.grading, \
-  course_lib.viz, course_lib.pretrained, course_lib.gpt, course_lib.authoring.site, \
+  course_lib.viz, course_lib.pretrained, course_lib.gpt, course_lib.authoring.site, course_lib.authoring.slides, \
   course_lib.authoring.build_exercises, transformers.models.bert.modeling_bert, \
   transformers.models.gpt2.modeling_gpt2, transformers.models.t5.modeling_t5
 WARM_DEV := import pytest, xdist, nbval.plugin, hypothesis, yaml, playwright.sync_api
@@ -106,6 +107,11 @@ dist: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.site --out build/site
+
+# One reveal.js deck per lesson. reveal.js (version pinned in course_lib/authoring/slides.py) comes from
+# the npm registry: `npm pack` once into build/cache/, reused by later builds. Nothing loads from a CDN.
+slides: $(STAMP)
+	$(BIN)/python -m course_lib.authoring.slides --out build/slides
 
 # Benchmarks print a table each; the attention one also writes JSON. Not part of `make test`.
 BENCH_ARGS ?=

@@ -316,7 +316,7 @@ def test_judge_is_the_same_verdict_as_run_check(capsys):
     direct = checks.check_scaled_scores(forgot_scale)
     assert (report.status, report.diagnoses, [r.passed for r in report.results]) == \
         (direct.status, direct.diagnoses, [r.passed for r in direct.results]) == \
-        ("failed", ["scale_forgotten"], [False, False, False])
+        ("failed", ["scale_forgotten"], [False] * 4)  # the three written properties and the non-contiguous copy
     assert "Diagnosis:" in capsys.readouterr().out
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,73 +18,7 @@ import pytest
 
 from course_lib.authoring.build_exercises import ROOT
 from course_lib.authoring.site import WIDGET_VIEW, build_site, lesson_title, lessons
-
-# Hosts that occur in the copied files only as XML namespaces, licence headers or comments.
-NAMESPACE_HOSTS = {"www.w3.org", "www.apache.org", "www.mathjax.org", "mathjax.org", "exslt.org",
-                   "www.stixfonts.org", "github.com", "meyerweb.com", "material-components-web.appspot.com"}
-REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://, https://, //host, ws://
-LOADING_ATTRIBUTES = {"src", "href", "srcset", "data", "poster", "action", "formaction", "background",
-                      "manifest", "xlink:href", "icon"}
-URL = re.compile(r"(?:https?|wss?|ftp):?//([a-z0-9.-]+)", re.IGNORECASE)
-
-
-class _Page(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.references: list[tuple[str, str, str]] = []  # (tag, attribute, value)
-        self.inline: list[tuple[str, str]] = []  # (tag, text) of <script>/<style>
-        self._open: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        for name, value in attrs:
-            if name in LOADING_ATTRIBUTES and value is not None:
-                self.references.append((tag, name, value))
-            if name == "style" and value:
-                self.inline.append(("style-attribute", value))
-        if tag in ("script", "style"):
-            self._open = tag
-
-    def handle_endtag(self, tag):
-        if tag == self._open:
-            self._open = None
-
-    def handle_data(self, data):
-        if self._open:
-            self.inline.append((self._open, data))
-
-
-def _strip_css_comments(text: str) -> str:
-    return re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
-
-
-def remote_references(path: Path) -> list[str]:
-    """Every reference in a site file that would make a browser load something from the network."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    problems = []
-
-    def scan_code(kind: str, code: str):
-        if kind in ("style", "style-attribute") or path.suffix == ".css":
-            code = _strip_css_comments(code)
-            for match in re.finditer(r"(?:url\(\s*['\"]?|@import\s+['\"])([^'\")\s]+)", code):
-                if REMOTE.match(match.group(1)):
-                    problems.append(f"{path.name}: CSS loads {match.group(1)}")
-        for match in URL.finditer(code):
-            if match.group(1).lower() not in NAMESPACE_HOSTS:
-                problems.append(f"{path.name}: {kind} mentions {match.group(0)}")
-
-    if path.suffix in (".html", ".htm"):
-        page = _Page()
-        page.feed(text)
-        for tag, name, value in page.references:
-            if tag == "a" and name == "href":
-                continue  # a link the reader may follow; it loads nothing by itself
-            if REMOTE.match(value):
-                problems.append(f"{path.name}: <{tag} {name}={value[:80]!r}>")
-        for kind, code in page.inline:
-            scan_code(kind, code)
-    elif path.suffix in (".js", ".css", ".svg", ".json"):
-        scan_code(path.suffix, text)
-    return problems
+from offline_check import Page, remote_references
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +31,7 @@ def _lesson_paths() -> list[Path]:
 
 
 def _hrefs(page: Path) -> list[str]:
-    parser = _Page()
+    parser = Page()
     parser.feed(page.read_text(encoding="utf-8"))
     return [value for tag, name, value in parser.references if name in ("href", "src")]
 
