@@ -71,7 +71,7 @@ test: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.notebook_setup
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 $(NB)
+	$(BIN)/python -m course_lib.authoring.execute $(NB)
 	$(BIN)/python -m course_lib.authoring.build_exercises
 
 exercises: $(STAMP)
