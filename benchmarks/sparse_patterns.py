@@ -22,7 +22,7 @@ Usage::
     python benchmarks/sparse_patterns.py            # a few seconds; needs the packaged model
 
 Not part of the test suite; the figures are for chapter 09's lesson.
-Sources: Child et al. 2019, sec. 4.2; Beltagy et al. 2020, sec. 3.1; Zaheer et al. 2020, sec. 2.
+Sources: Child et al. 2019, sec. 4.3; Beltagy et al. 2020, sec. 3.1; Zaheer et al. 2020, sec. 2.
 """
 
 from __future__ import annotations

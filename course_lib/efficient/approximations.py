@@ -164,12 +164,14 @@ def _grid(L, S, fn: str, device):
 def strided_mask(
     L: int, stride: int, S: int | None = None, causal: bool = True, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """The "strided" sparse pattern of the Sparse Transformer: the last ``stride`` keys, plus every ``stride``-th key before.
+    """The "strided" sparse pattern of the Sparse Transformer: a local window, plus every ``stride``-th key before it.
 
     Query i may attend to key j when ``|i - j| < stride`` (a local window) or when ``i - j`` is
     a multiple of ``stride`` (a "column" every ``stride`` positions). Child et al. give the two
     parts to two different heads (or to alternating layers); this mask is their union, one
-    head that sees both. With ``stride`` about ``sqrt(L)``, each row keeps about
+    head that sees both. The paper's local part, A(1) = {max(0, i - l), ..., i}, holds l + 1
+    keys; its first key i - l is also on the stride (A(2)), so the union is the same as with
+    the window ``i - stride + 1 .. i`` used here. With ``stride`` about ``sqrt(L)``, each row keeps about
     ``2 sqrt(L)`` keys instead of L, and any key reaches any later query in two steps (through
     the local window, then a column). Suited to data with a period (images, rows of pixels).
 
@@ -190,7 +192,7 @@ def strided_mask(
         TypeError: if L, S or stride is not an int, or causal is not a bool.
         ValueError: if L, S or stride is not positive.
     Taught in: notebooks/09_efficient_attention.ipynb.
-    Source: Child et al. 2019, "Generating Long Sequences with Sparse Transformers", sec. 4.2
+    Source: Child et al. 2019, "Generating Long Sequences with Sparse Transformers", sec. 4.3
         (strided attention, A(1) and A(2)) and fig. 3(b).
     """
     fn = "strided_mask"
@@ -232,7 +234,7 @@ def fixed_mask(
         TypeError: if an int argument is not an int, or causal is not a bool.
         ValueError: if L, S, block or summary is not positive, or summary > block.
     Taught in: notebooks/09_efficient_attention.ipynb.
-    Source: Child et al. 2019, "Generating Long Sequences with Sparse Transformers", sec. 4.2
+    Source: Child et al. 2019, "Generating Long Sequences with Sparse Transformers", sec. 4.3
         (fixed attention: A(1) = {j : floor(j/l) = floor(i/l)}, A(2) = {j : j mod l in {t, ..., l}},
         t = l - c) and fig. 3(c).
     """
