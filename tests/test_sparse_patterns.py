@@ -20,7 +20,7 @@ def brute_force(L, S, rule):
 @given(st.integers(1, 40), st.integers(1, 12), st.booleans())
 def test_strided_matches_the_set_definition_and_row_counts(L, stride, causal):
     mask = strided_mask(L, stride, causal=causal)
-    # Child et al. sec. 4.2: A1 = {t, ..., i} with t = max(0, i - l); A2 = {j : (i - j) mod l = 0}.
+    # Child et al. sec. 4.3: A1 = {t, ..., i} with t = max(0, i - l); A2 = {j : (i - j) mod l = 0}.
     if causal:
         expected = brute_force(L, L, lambda i, j: j <= i and (i - stride <= j or (i - j) % stride == 0))
         counts = torch.tensor([min(i + 1, stride) + i // stride for i in range(L)])
@@ -38,7 +38,7 @@ def test_strided_matches_the_set_definition_and_row_counts(L, stride, causal):
 def test_fixed_matches_the_set_definition_and_row_counts(L, block, summary, causal):
     summary = min(summary, block)
     mask = fixed_mask(L, block, summary=summary, causal=causal)
-    # Child et al. sec. 4.2: A1 = {j : floor(j/l) = floor(i/l)}, A2 = {j : j mod l in {l - c, ..., l - 1}}.
+    # Child et al. sec. 4.3: A1 = {j : floor(j/l) = floor(i/l)}, A2 = {j : j mod l in {l - c, ..., l - 1}}.
     rule = lambda i, j: i // block == j // block or j % block >= block - summary  # noqa: E731
     if causal:
         expected = brute_force(L, L, lambda i, j: j <= i and rule(i, j))
