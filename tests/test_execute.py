@@ -19,6 +19,10 @@ def _notebook(path, clock_source="import time\nprint(f'took {time.perf_counter()
         nbformat.v4.new_code_cell(clock_source, metadata={"tags": [VARYING_TAG]}),
         nbformat.v4.new_code_cell("import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider"),
         nbformat.v4.new_code_cell("print(sum(range(10)))"),
+        # a progress bar that removes itself, as tqdm's leave=False does: its values change every run
+        nbformat.v4.new_code_cell("import time\nfrom IPython.display import clear_output, display\n"
+                                  "bar = ipywidgets.FloatText(value=time.perf_counter())\n"
+                                  "display(bar)\nclear_output()"),
     ]
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i}"
@@ -35,6 +39,8 @@ def test_a_second_run_of_an_unchanged_notebook_changes_no_byte(tmp_path):
     assert nb.cells[2].outputs[0].text == "45\n"  # the notebook did run
     view = nb.cells[1].outputs[0]["data"][WIDGET_VIEW]
     assert view["model_id"] in str(nb.metadata["widgets"])  # the saved state follows the renamed id
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert not any(m["model_name"] == "FloatTextModel" for m in state.values())  # the closed bar is gone
     assert execute(path) is False and path.read_bytes() == first  # the second run: byte for byte
 
 

@@ -8,7 +8,8 @@ library nbconvert itself uses) and then normalises what varies:
 
 - no ``metadata.execution`` timestamps (nbclient's ``record_timing`` is off);
 - widget model ids are derived from the notebook's name and the widget's order, the same on every
-  run, in the outputs and in the notebook's saved widget state alike;
+  run, in the outputs and in the notebook's saved widget state alike, and the state keeps only the
+  widgets an output shows (a progress bar that closed itself leaves its last counts behind);
 - a cell tagged ``varying`` (it prints a wall-clock time, a speed, anything a second run measures
   differently) keeps its committed outputs when its source has not changed since the run that made
   them (``metadata.course_outputs_of`` holds that source's hash). Its asserts still run: only the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -37,8 +39,33 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 TIMEOUT = 300  # seconds per cell
 
 
+def _drop_unshown_widgets(nb) -> None:
+    """Keep in the saved widget state only the models an output shows, and the models they refer to.
+
+    A progress bar that closed itself (tqdm's ``leave=False``) is in no output, but its last
+    values (steps done, rate, elapsed time) stay in the state and differ on every run.
+    """
+    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {})
+    state = widgets.get("state", {})
+    if not state:
+        return
+    todo = [output["data"][WIDGET_VIEW]["model_id"] for cell in nb.cells for output in cell.get("outputs", [])
+            if WIDGET_VIEW in output.get("data", {})]
+    keep: set[str] = set()
+    while todo:
+        model = todo.pop()
+        if model in keep or model not in state:
+            continue
+        keep.add(model)
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model]))
+    widgets["state"] = {m: v for m, v in state.items() if m in keep}
+    if not widgets["state"]:
+        nb.metadata.pop("widgets")
+
+
 def _stable_ids(nb, name: str) -> None:
     """Replace every widget model id by one derived from ``name`` and the id's order of appearance."""
+    _drop_unshown_widgets(nb)
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     order: list[str] = []
     for cell in nb.cells:
@@ -46,7 +73,7 @@ def _stable_ids(nb, name: str) -> None:
             model = output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id")
             if model and model not in order:
                 order.append(model)
-    order += [m for m in state if m not in order]
+    order += sorted(m for m in state if m not in order)
     if not order:
         return
     mapping = {old: uuid.UUID(hashlib.sha256(f"{name}:{i}".encode()).hexdigest()[:32]).hex
