@@ -67,20 +67,29 @@ def _stable_ids(nb, name: str) -> None:
     """Replace every widget model id by one derived from ``name`` and the id's order of appearance."""
     _drop_unshown_widgets(nb)
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    order: list[str] = []
+    order: list[str] = []  # the shown models in output order, each followed by the models it refers to
+
+    def visit(model: str) -> None:
+        if model in order:
+            return
+        order.append(model)
+        for ref in re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state.get(model, {}), sort_keys=True)):
+            visit(ref)
+
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             model = output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id")
-            if model and model not in order:
-                order.append(model)
-    order += sorted(m for m in state if m not in order)
+            if model:
+                visit(model)
     if not order:
         return
     mapping = {old: uuid.UUID(hashlib.sha256(f"{name}:{i}".encode()).hexdigest()[:32]).hex
                for i, old in enumerate(order)}
     # The saved state refers to models by "IPY_MODEL_<id>" inside other models' values: rewrite the text.
     if state:
-        text = json.dumps(nb.metadata["widgets"][WIDGET_STATE], sort_keys=True)
+        saved = nb.metadata["widgets"][WIDGET_STATE]
+        saved["state"] = {m: state[m] for m in order if m in state}  # in the order of the new ids
+        text = json.dumps(saved)
         for old, new in mapping.items():
             text = text.replace(old, new)
         nb.metadata["widgets"][WIDGET_STATE] = json.loads(text)
