@@ -18,7 +18,7 @@ def _notebook(path, clock_source="import time\nprint(f'took {time.perf_counter()
     nb.cells = [
         nbformat.v4.new_code_cell(clock_source, metadata={"tags": [VARYING_TAG]}),
         nbformat.v4.new_code_cell("import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider"),
-        nbformat.v4.new_code_cell("print(sum(range(10)))"),
+        nbformat.v4.new_code_cell("import sys\nprint(sum(range(10)))\nsys.stdout.flush()\nprint('then')"),
         # a progress bar that removes itself, as tqdm's leave=False does: its values change every run
         nbformat.v4.new_code_cell("import time\nfrom IPython.display import clear_output, display\n"
                                   "bar = ipywidgets.FloatText(value=time.perf_counter())\n"
@@ -36,7 +36,7 @@ def test_a_second_run_of_an_unchanged_notebook_changes_no_byte(tmp_path):
     first = path.read_bytes()
     nb = nbformat.reads(first.decode(), as_version=4)
     assert all("execution" not in c.metadata for c in nb.cells)  # no timestamps
-    assert nb.cells[2].outputs[0].text == "45\n"  # the notebook did run
+    assert [o.text for o in nb.cells[2].outputs] == ["45\nthen\n"]  # it ran; two flushed prints, one output
     view = nb.cells[1].outputs[0]["data"][WIDGET_VIEW]
     assert view["model_id"] in str(nb.metadata["widgets"])  # the saved state follows the renamed id
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]

@@ -7,6 +7,7 @@ unchanged course showed about 2,800 changed lines. This command executes with nb
 library nbconvert itself uses) and then normalises what varies:
 
 - no ``metadata.execution`` timestamps (nbclient's ``record_timing`` is off);
+- a cell's consecutive prints are one output (the kernel splits them where it happens to flush);
 - widget model ids are derived from the notebook's name and the widget's order, the same on every
   run, in the outputs and in the notebook's saved widget state alike, and the state keeps only the
   widgets an output shows (a progress bar that closed itself leaves its last counts behind);
@@ -100,6 +101,24 @@ def _stable_ids(nb, name: str) -> None:
                 view["model_id"] = mapping[view["model_id"]]
 
 
+def _coalesce_streams(nb) -> None:
+    """Merge consecutive stdout (or stderr) outputs of a cell into one.
+
+    How a cell's prints are split into messages depends on when the kernel flushes, which varies
+    from run to run; the text does not.
+    """
+    for cell in nb.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == output.get("name")):
+                merged[-1]["text"] = merged[-1]["text"] + output["text"]
+            else:
+                merged.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = merged
+
+
 def _source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
@@ -146,6 +165,7 @@ def execute(path: Path | str, timeout: int = TIMEOUT) -> bool:
     client.execute()
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)
+    _coalesce_streams(nb)
     _keep_varying_outputs(nb, old)
     _stable_ids(nb, path.name)
     new_text = nbformat.writes(nb) + "\n"
