@@ -193,3 +193,33 @@ def test_only_tagged_cells_of_lessons_01_to_09_use_the_extra():
             if cell.cell_type == "code" and ns.SETUP_TAG not in cell.metadata.get("tags", []) \
                     and uses.search(cell.source):
                 assert root_conftest.PRETRAINED_TAG in cell.metadata.get("tags", []), f"{path.name} cell {index}"
+
+
+def _probe(folder, name: str) -> int:
+    """Run nbval, with the repository's conftest.py, over a notebook that tries to import the extra."""
+    (folder / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "conftest.py", folder / "conftest.py")
+    # find_spec is import's first step: a package it refuses cannot be imported (and nothing slow is loaded)
+    probe = ("import importlib.util\ntry:\n    importlib.util.find_spec({!r})\nexcept ModuleNotFoundError as exc:\n"
+             "    assert 'hidden by the test harness' in str(exc)\nelse:\n    raise AssertionError('visible')")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import numpy  # the base install stays importable"),
+                nbformat.v4.new_code_cell(probe.format("transformers")),
+                nbformat.v4.new_code_cell("import importlib.util\nassert importlib.util.find_spec('transformers')"
+                                          "  # a cell tagged pretrained sees the extra",
+                                          metadata={"tags": [root_conftest.PRETRAINED_TAG]}),
+                nbformat.v4.new_code_cell(probe.format("sentence_transformers"))]
+    nbformat.write(nb, folder / "notebooks" / name)
+    result = subprocess.run([sys.executable, "-m", "pytest", f"notebooks/{name}", "--nbval-lax", "-p", "no:cacheprovider",
+                             "-p", "no:randomly", "-q", "--rootdir", str(folder)],
+                            cwd=folder, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_nbval_really_hides_the_extra_in_lessons_01_to_09(tmp_path):
+    """The hook, for real: nbval runs a lesson-named probe notebook through the repository's conftest.py."""
+    code, out = _probe(tmp_path / "lesson", "03_probe.ipynb")
+    assert code == 0, out  # hidden in untagged cells, visible in the tagged one, hidden again after it
+    code, out = _probe(tmp_path / "chapter10", "10_probe.ipynb")
+    assert code != 0 and "visible" in out  # control: chapter 10 is not hidden, so the probe's assert fires
