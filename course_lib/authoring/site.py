@@ -135,7 +135,7 @@ def _nav(prev: tuple[str, str] | None, nxt: tuple[str, str] | None) -> str:
             f"{link(nxt, False)}</nav>")
 
 
-def _rewrite_links(page: str, pages: dict[str, str], exercises: set[str]) -> str:
+def rewrite_links(page: str, pages: dict[str, str], exercises: set[str]) -> str:
     """Lesson links -> their pages; ../exercises/X.ipynb -> the copy in exercises/."""
 
     def replace(match):
@@ -157,6 +157,16 @@ def _exporter():
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"course_site.html.j2": _TEMPLATE})])
     exporter.template_file = "course_site.html.j2"
     return exporter
+
+
+def offline_mathjax(out: Path) -> str:
+    """Copy MathJax into ``out`` (see :func:`_copy_mathjax`); return the script tags that load it, or "".
+
+    The site and the slide decks both load this local copy, never a CDN.
+    """
+    if not _copy_mathjax(out):
+        return ""
+    return _MATHJAX.replace("URL", f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
 
 
 def _copy_mathjax(out: Path) -> bool:
@@ -236,7 +246,7 @@ def build_site(out: Path | str = ROOT / "build" / "site", notebooks: Path | str 
     if not found:
         raise ValueError(f"course_lib.authoring.site: no lesson NN_topic.ipynb in {notebooks}")
     _prepare_out(out)
-    has_mathjax = _copy_mathjax(out)
+    mathjax = offline_mathjax(out)
     exercise_names = {p.name for p in exercises.glob("*.ipynb")} if exercises.is_dir() else set()
     if exercise_names:
         (out / "exercises").mkdir()
@@ -247,8 +257,6 @@ def build_site(out: Path | str = ROOT / "build" / "site", notebooks: Path | str 
     chapters = [{"source": p.name, "page": p.with_suffix(".html").name, "title": lesson_title(nb),
                  "exercise": p.name if p.name in exercise_names else None} for p, nb in zip(found, books)]
     pages = {c["source"]: c["page"] for c in chapters}
-    mathjax = (_MATHJAX.replace("URL", f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
-               if has_mathjax else "")
     exporter = _exporter()
     written = [out / "index.html"]
     (out / "index.html").write_text(_index(chapters, mathjax), encoding="utf-8")
@@ -259,7 +267,7 @@ def build_site(out: Path | str = ROOT / "build" / "site", notebooks: Path | str 
                      "course_nav_css": _NAV_CSS, "course_mathjax": mathjax}
         body, _ = exporter.from_notebook_node(static_outputs(nb), resources=resources)
         page = out / chapter["page"]
-        page.write_text(_rewrite_links(body, pages, exercise_names), encoding="utf-8")
+        page.write_text(rewrite_links(body, pages, exercise_names), encoding="utf-8")
         written.append(page)
     return written
 

@@ -57,8 +57,7 @@ from pathlib import Path
 import nbformat
 
 from .build_exercises import ROOT
-from .site import (_MATHJAX, MATHJAX_DIR, _copy_mathjax, _rewrite_links, lesson_title, lessons, plain_title,
-                   static_outputs)
+from .site import lesson_title, lessons, offline_mathjax, plain_title, rewrite_links, static_outputs
 
 # reveal.js, pinned here and nowhere else: the npm package and the sha512 of its tarball (npm's
 # "integrity", as `npm view reveal.js@5.2.1 dist.integrity` prints it).
@@ -306,8 +305,7 @@ def build_slides(out: Path | str = ROOT / "build" / "slides", notebooks: Path | 
     tarball = fetch_reveal(cache)  # before emptying `out`: without npm, the last build stays
     _prepare_out(out)
     copy_reveal(tarball, out / REVEAL_DIR)
-    mathjax = (_MATHJAX.replace("URL", f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
-               if _copy_mathjax(out) else "")
+    mathjax = offline_mathjax(out)
     exporter = _exporter()
     written, decks = [], []
     decks_of = {path.name: f"{path.stem}.slides.html" for path in found}
@@ -317,7 +315,7 @@ def build_slides(out: Path | str = ROOT / "build" / "slides", notebooks: Path | 
         resources = {"metadata": {"name": plain_title(title)}, "course_mathjax": mathjax}
         body, _ = exporter.from_notebook_node(with_slide_types(nb), resources=resources)
         deck = out / f"{path.stem}.slides.html"
-        deck.write_text(_rewrite_links(body, decks_of, set()), encoding="utf-8")  # "03_scaling.ipynb" -> its deck
+        deck.write_text(rewrite_links(body, decks_of, set()), encoding="utf-8")  # "03_scaling.ipynb" -> its deck
         written.append(deck)
         decks.append((deck.name, title))
     (out / "index.html").write_text(_index(decks), encoding="utf-8")
