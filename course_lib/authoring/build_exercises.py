@@ -48,7 +48,8 @@ STUB = 'raise NotImplementedError("Exercise: write your code here, then run the 
 SOLUTION_ONLY_TAG = "solution-only"
 # The Colab/Binder links that notebook_setup.write_badges puts in a first markdown cell; an
 # exercise's links open the exercise, not the solution it is made from.
-BADGES = re.compile(r"<!-- badges -->.*?<!-- /badges -->", re.S)
+BADGES_BEGIN, BADGES_END = "<!-- badges -->", "<!-- /badges -->"
+BADGES = re.compile(re.escape(BADGES_BEGIN) + ".*?" + re.escape(BADGES_END), re.S)
 ROOT = Path(__file__).resolve().parents[2]
 
 

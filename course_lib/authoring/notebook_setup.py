@@ -32,10 +32,9 @@ from pathlib import Path
 import nbformat
 
 from ..extras import DISTRIBUTION, EXTRAS
-from .build_exercises import BADGES, ROOT
+from .build_exercises import BADGES, BADGES_BEGIN, BADGES_END, ROOT
 
 SETUP_TAG = "setup"
-BADGES_BEGIN, BADGES_END = "<!-- badges -->", "<!-- /badges -->"
 FOLDERS = ("notebooks", "solutions", "exercises")
 PRETRAINED_MODULES = EXTRAS["pretrained"]
 #: Chapters (notebook stem prefix) that need the extra throughout, and those with one optional section.
