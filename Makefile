@@ -40,24 +40,35 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The installer of the course's dependencies: uv (pip-installed into .venv first), which resolves
+# and fetches the ~140 packages in parallel: about 8 s, against about 55 s for pip on this kind of
+# machine. uv does not read pip's configuration files; where an index or constraint must come from
+# pip.conf, install with pip instead: make install INSTALLER=pip
+INSTALLER ?= uv
 # Python writes bytecode (.pyc) on first import, unless PYTHONDONTWRITEBYTECODE is set, as it is on
 # some machines (CI's among them): there every process would compile every module it imports from
-# source, every time. So the course's commands clear it (the bytecode goes into .venv and the clone), pip installs with --no-compile
-# (compiling all of torch, transformers and jupyterlab takes about 100 s, most of it for modules never
-# imported), and one process then imports what the course and its tests use, writing their bytecode.
+# source, every time. So the course's commands clear it (the bytecode goes into .venv and the clone),
+# the install compiles nothing (compiling all of torch, transformers and jupyterlab takes about 100 s,
+# most of it for modules never imported), and two processes, one per core, then import what the
+# course and its tests use, writing their bytecode.
 export PYTHONDONTWRITEBYTECODE :=
-WARM_IMPORTS := import torch, numpy, matplotlib.pyplot, tqdm, safetensors, tokenizers, transformers, \
-  sentence_transformers, ipywidgets, IPython, ipykernel.kernelapp, nbformat, nbclient, nbconvert, \
-  jupyter_client, jupyterlab, jupyter_server.serverapp, course_lib, course_lib.checks, course_lib.grading, \
-  course_lib.viz, course_lib.pretrained, course_lib.gpt, course_lib.authoring.site, course_lib.authoring.slides, \
-  course_lib.authoring.build_exercises, transformers.models.bert.modeling_bert, \
-  transformers.models.gpt2.modeling_gpt2, transformers.models.t5.modeling_t5
-WARM_DEV := import pytest, xdist, nbval.plugin, hypothesis, yaml, playwright.sync_api
+WARM_TORCH := import torch, numpy, matplotlib.pyplot, tqdm, safetensors, tokenizers, transformers, \
+  sentence_transformers, course_lib, course_lib.checks, course_lib.grading, course_lib.viz, \
+  course_lib.pretrained, course_lib.gpt, transformers.models.bert.modeling_bert, \
+  transformers.models.gpt2.modeling_gpt2, transformers.models.t5.modeling_t5, hypothesis
+WARM_JUPYTER := import ipywidgets, IPython, ipykernel.kernelapp, nbformat, nbclient, nbconvert, jupyter_client, \
+  jupyterlab, jupyter_server.serverapp, pytest, xdist, nbval.plugin, yaml, playwright.sync_api, \
+  course_lib.authoring.site, course_lib.authoring.slides, course_lib.authoring.build_exercises
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
+ifeq ($(INSTALLER),uv)
+	$(BIN)/python -m pip install --no-compile -q uv
+	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev,pretrained]"
+else
 	$(BIN)/python -m pip install --no-compile -e ".[dev,pretrained]"
-	$(BIN)/python -c "$(WARM_IMPORTS); $(WARM_DEV)"
+endif
+	$(BIN)/python -c "$(WARM_TORCH)" & pid=$$!; $(BIN)/python -c "$(WARM_JUPYTER)" && wait $$pid
 	@touch $(STAMP)
 
 install: $(STAMP)

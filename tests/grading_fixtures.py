@@ -152,6 +152,11 @@ def buggy_notebooks(folder: Path, only: list[str] | None = None) -> dict[str, tu
 # --------------------------------------------------------------------------------------------
 
 
+def endless_loop() -> nbformat.NotebookNode:
+    """Chapter 01's solution with a last cell that never ends (graded apart, with a short time limit)."""
+    return add_cell(solution(chapter("01")), "while True:\n    pass")
+
+
 def hostile_notebooks(folder: Path, out: Path) -> dict[str, str]:
     """Write the hostile submissions; {student: the status its row must get}.
 
@@ -166,7 +171,6 @@ def hostile_notebooks(folder: Path, out: Path) -> dict[str, str]:
         write(nb, folder / f"{student}.ipynb")
         statuses[student] = status
 
-    make("infinite_loop", add_cell(base, "while True:\n    pass"), "timeout")
     make("memory_blowup", add_cell(base, "hog = []\nwhile True:\n    hog.append(bytearray(64 << 20))"), "memory")
     make("calls_sys_exit", add_cell(base, "import sys\nsys.exit('bye')", at=4), "ok")
     make("calls_os_exit", add_cell(base, "import os\nos._exit(1)"), "crash")
