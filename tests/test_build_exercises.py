@@ -69,7 +69,7 @@ def test_check_mode_detects_stale_missing_and_orphan(tmp_path):
 
 
 def test_repository_exercises_are_up_to_date():
-    """The command `make test` also runs: exercises/ must be what solutions/ generates."""
+    """How `make test` fails when exercises/ is not what solutions/ generates (README, "For instructors")."""
     result = subprocess.run([sys.executable, "-m", "course_lib.authoring.build_exercises", "--check"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
