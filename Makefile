@@ -13,7 +13,8 @@ LAB_ARGS ?=
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (0: none, all in one process). --dist loadfile keeps each file
-# in one worker, so the cells of a notebook run in order in one kernel, as nbval needs.
+# in one worker, so the cells of a notebook run in order in one kernel, as nbval needs; with
+# --no-loadscope-reorder the workers take the files longest first (conftest.py, SLOW_FILES).
 PYTEST_JOBS ?= 2
 # PyTorch threads per test process and per notebook kernel: with one process per core, more threads
 # only contend (OpenMP threads spin while they wait) and the suite takes about 7% longer.
@@ -77,7 +78,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m course_lib.authoring.notebook_setup

@@ -7,6 +7,9 @@ each kernel that nbval starts for ``notebooks/0[1-9]_*.ipynb`` first installs an
 that makes the extra's packages unimportable, as if they were not installed. Cells tagged
 ``pretrained`` (those optional sections) run with the hook lifted, so their checks against the
 reference libraries still run here. The hook is in the kernel, not in this process.
+
+Also here, for the whole run: the order in which the two xdist workers take the files (see
+``pytest_collection_modifyitems``).
 """
 
 from __future__ import annotations
@@ -70,3 +73,39 @@ def pytest_runtest_teardown(item, nextitem):
         if kernel is not None and kernel.is_alive():
             _run_in_kernel(kernel, _TOGGLE.format(True))
     yield
+
+
+# --------------------------------------------------------------------------------------------
+# The order of the files. `make test` runs two xdist workers with --dist loadfile (a file's
+# tests, a notebook's cells, stay in one worker) and --no-loadscope-reorder, so the workers take
+# the files in the order below. The longest go first (longest processing time first), so that
+# the short ones fill in at the end and both workers finish together: in file-count order (xdist's
+# default), a 30 s file taken last left one core idle for up to 30 s. Seconds per file, measured
+# with both cores busy on 2026-12-04, rounded; a stale figure costs time, never a result.
+# --------------------------------------------------------------------------------------------
+
+SLOW_FILES = {
+    "notebooks/11_small_gpt.ipynb": 51,
+    "tests/test_grading.py": 46,
+    "tests/test_browser.py": 33,
+    "notebooks/08_tiny_transformer.ipynb": 31,
+    "tests/test_explorers.py": 25,
+    "tests/test_checks_contract.py": 24,
+    "tests/test_site.py": 19,
+    "tests/test_dist.py": 18,
+    "notebooks/06_cross_attention.ipynb": 17,
+    "tests/test_device_checks.py": 15,
+    "notebooks/10_pretrained_attention.ipynb": 14,
+    "tests/test_slides.py": 14,
+    "notebooks/09_efficient_attention.ipynb": 14,
+    "tests/test_confine.py": 10,
+    "tests/test_grading_reports.py": 10,
+    "tests/test_notebook_setup.py": 10,
+    "tests/test_compile.py": 9,
+    "notebooks/07_positional_encoding.ipynb": 9,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest files first (SLOW_FILES), the rest in collection order; the order within a file is kept."""
+    items.sort(key=lambda item: -SLOW_FILES.get(item.nodeid.split("::", 1)[0], 0))  # a stable sort

@@ -129,9 +129,9 @@ def _check_mask(attn_mask, query: torch.Tensor, key: torch.Tensor, fn: str) -> N
             f"{query.dtype} (added to the scores), got {attn_mask.dtype}"
         )
     L, S = query.shape[-2], key.shape[-2]
-    target = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (L, S)
+    target = v.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (L, S)
     try:
-        ok = torch.broadcast_shapes(attn_mask.shape, target) == target
+        ok = v.broadcast_shapes(attn_mask.shape, target) == target
     except RuntimeError:
         ok = False
     if not ok:
@@ -251,7 +251,7 @@ def scaled_dot_product_attention(
         allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()  # (L, S), top-left aligned
         scores.masked_fill_(~allowed, float("-inf"))
     elif attn_mask is not None:
-        fits = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape  # else the mask adds dims
+        fits = v.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape  # else the mask adds dims
         if attn_mask.dtype == torch.bool:
             blocked = ~attn_mask
             scores = scores.masked_fill_(blocked, float("-inf")) if fits else scores.masked_fill(blocked, float("-inf"))

@@ -135,7 +135,7 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor:
                 f"a float mask is additive: compare it with 0 (mask == 0) to get the boolean form"
             )
     try:
-        torch.broadcast_shapes(*(m.shape for m in given))
+        v.broadcast_shapes(*(m.shape for m in given))
     except RuntimeError:
         shapes = ", ".join(v.shape_str(m) for m in given)
         raise ValueError(f"{fn}: the masks' shapes {shapes} do not broadcast together") from None

@@ -194,7 +194,7 @@ def _positions(positions, x: torch.Tensor, fn: str) -> torch.Tensor:
             f"got shape {v.shape_str(positions)} for x of shape {v.shape_str(x)}"
         )
     try:
-        torch.broadcast_shapes(positions.shape, x.shape[:-1])
+        v.broadcast_shapes(positions.shape, x.shape[:-1])
     except RuntimeError:
         raise ValueError(
             f"{fn}: positions of shape {v.shape_str(positions)} does not broadcast to x's leading dims "

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
@@ -195,8 +196,13 @@ def test_only_tagged_cells_of_lessons_01_to_09_use_the_extra():
                 assert root_conftest.PRETRAINED_TAG in cell.metadata.get("tags", []), f"{path.name} cell {index}"
 
 
-def _probe(folder, name: str) -> int:
-    """Run nbval, with the repository's conftest.py, over a notebook that tries to import the extra."""
+def _probe(folder, names: list[str]) -> tuple[dict[str, dict[str, str]], str]:
+    """Run nbval once, with the repository's conftest.py, over notebooks that try to import the extra.
+
+    Returns each notebook's cells ("Cell 0", ...) with their outcome ("passed" or "failed"), read from
+    nbval's JUnit report, and pytest's output. One pytest process for all the probes: each costs
+    several seconds of start-up (pytest, nbval, a kernel).
+    """
     (folder / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "conftest.py", folder / "conftest.py")
     # find_spec is import's first step: a package it refuses cannot be imported (and nothing slow is loaded)
@@ -210,16 +216,28 @@ def _probe(folder, name: str) -> int:
                                           "  # a cell tagged pretrained sees the extra",
                                           metadata={"tags": [root_conftest.PRETRAINED_TAG]}),
                 nbformat.v4.new_code_cell(probe.format("sentence_transformers"))]
-    nbformat.write(nb, folder / "notebooks" / name)
-    result = subprocess.run([sys.executable, "-m", "pytest", f"notebooks/{name}", "--nbval-lax", "-p", "no:cacheprovider",
-                             "-p", "no:randomly", "-q", "--rootdir", str(folder)],
+    for name in names:
+        nbformat.write(nb, folder / "notebooks" / name)
+    report = folder / "report.xml"
+    result = subprocess.run([sys.executable, "-m", "pytest", *(f"notebooks/{name}" for name in names), "--nbval-lax",
+                             "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "--rootdir", str(folder),
+                             f"--junit-xml={report}"],
                             cwd=folder, capture_output=True, text=True, timeout=300)
-    return result.returncode, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert report.exists(), out
+    results: dict[str, dict[str, str]] = {name: {} for name in names}
+    for case in ElementTree.parse(report).iter("testcase"):
+        notebook = case.get("classname", "").removesuffix(".ipynb").rsplit(".", 1)[-1] + ".ipynb"  # "notebooks.03_probe.ipynb"
+        failed = case.find("failure") is not None or case.find("error") is not None
+        results.setdefault(notebook, {})[case.get("name", "")] = "failed" if failed else "passed"
+    return results, out
 
 
 def test_nbval_really_hides_the_extra_in_lessons_01_to_09(tmp_path):
-    """The hook, for real: nbval runs a lesson-named probe notebook through the repository's conftest.py."""
-    code, out = _probe(tmp_path / "lesson", "03_probe.ipynb")
-    assert code == 0, out  # hidden in untagged cells, visible in the tagged one, hidden again after it
-    code, out = _probe(tmp_path / "chapter10", "10_probe.ipynb")
-    assert code != 0 and "visible" in out  # control: chapter 10 is not hidden, so the probe's assert fires
+    """The hook, for real: nbval runs lesson-named probe notebooks through the repository's conftest.py."""
+    results, out = _probe(tmp_path, ["03_probe.ipynb", "10_probe.ipynb"])
+    # lesson 03: hidden in untagged cells, visible in the tagged one, hidden again after it
+    assert results["03_probe.ipynb"] == {f"Cell {i}": "passed" for i in range(4)}, out
+    # control: chapter 10 is not hidden, so the probe's assert fires in its second cell
+    assert results["10_probe.ipynb"]["Cell 0"] == "passed" and results["10_probe.ipynb"]["Cell 1"] == "failed", out
+    assert "visible" in out  # the probe's own message, not some other failure

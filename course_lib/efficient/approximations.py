@@ -134,7 +134,7 @@ def linear_attention(
     if L != S:
         raise ValueError(f"{fn}: is_causal needs L == S (self-attention), got query {v.shape_str(query)} "
                          f"and key {v.shape_str(key)}")
-    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    batch = v.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     E, Ev = query.shape[-1], value.shape[-1]
     kv = query.new_zeros(*batch, E, Ev)  # (..., E, Ev): sum of phi(k_j) v_j^T over earlier chunks
     z = query.new_zeros(*batch, E)  # (..., E): sum of phi(k_j) over earlier chunks

@@ -98,7 +98,7 @@ def flash_attention(
     Q, K, V = query.to(work), key.to(work), value.to(work)
     L, E, S = Q.shape[-2], Q.shape[-1], K.shape[-2]
     tau = 1.0 / math.sqrt(E) if scale is None else float(scale)
-    batch = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
+    batch = v.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
     if attn_mask is not None:
         attn_mask = attn_mask.expand(*attn_mask.shape[:-2], L, S)  # (..., L, S): a view, e.g. of a (..., 1, S) padding mask
         if attn_mask.dtype != torch.bool:

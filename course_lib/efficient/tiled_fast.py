@@ -154,7 +154,7 @@ def tiled_attention(
         _check_mask(attn_mask, query, key, fn)
 
     L, E, S, Ev = query.shape[-2], query.shape[-1], key.shape[-2], value.shape[-1]
-    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    batch = v.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     out_dtype = query.dtype
     work_dtype = torch.float32 if out_dtype in _HALF else out_dtype
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)

@@ -295,13 +295,26 @@ def _child(request: dict) -> None:
     os._exit(70)
 
 
+def _preload() -> None:
+    """What the fork server loads once, for every child to inherit instead of loading it afresh.
+
+    - matplotlib's font list (about 0.5 s: it parses every font file), built in the server's own
+      folder; a child would otherwise build it in its empty sandbox before confinement (see
+      ``confine._load_font_list``, then a no-op);
+    - the modules that ``torch.testing.assert_close`` imports on its first call (in torch 2.13,
+      ``torch.distributed.tensor`` and sympy: about 0.8 s), which the lessons' notebooks call.
+    """
+    _confine._load_font_list()
+    torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+
+
 def serve() -> None:
     """The fork server's loop (``--server``): JSON requests on stdin, JSON replies on stdout.
 
     A request ``{"id", "sandbox", "memory", "cpu", "fsize", "trusted"}`` forks a child that runs
     that job exactly as a fresh ``python -m course_lib.grading.worker`` would, with torch already
     imported (by this trusted process, before any submitted code exists), which saves the ~2 s
-    of ``import torch`` per notebook. Replies: ``{"id", "pid"}`` once forked, ``{"pid", "status"}``
+    of ``import torch`` per notebook, and has loaded what most notebooks load (:func:`_preload`). Replies: ``{"id", "pid"}`` once forked, ``{"pid", "status"}``
     (the raw wait status) once the child has ended. When stdin closes (the grader is done or
     gone), every child's process group is killed and the server exits. The server itself never
     runs submitted code and stays single-threaded (the grader sets OMP_NUM_THREADS=1), so forking
@@ -310,6 +323,7 @@ def serve() -> None:
     import json
     import select
 
+    _preload()
     children: set[int] = set()
     pending = b""
 
