@@ -51,15 +51,8 @@ INSTALLER ?= uv
 # source, every time. So the course's commands clear it (the bytecode goes into .venv and the clone),
 # the install compiles nothing (compiling all of torch, transformers and jupyterlab takes about 100 s,
 # most of it for modules never imported), and two processes, one per core, then import what the
-# course and its tests use, writing their bytecode.
+# course and its tests use, writing their bytecode (scripts/warm_bytecode.py).
 export PYTHONDONTWRITEBYTECODE :=
-WARM_TORCH := import torch, numpy, matplotlib.pyplot, tqdm, safetensors, tokenizers, transformers, \
-  sentence_transformers, course_lib, course_lib.checks, course_lib.grading, course_lib.viz, \
-  course_lib.pretrained, course_lib.gpt, transformers.models.bert.modeling_bert, \
-  transformers.models.gpt2.modeling_gpt2, transformers.models.t5.modeling_t5, hypothesis
-WARM_JUPYTER := import ipywidgets, IPython, ipykernel.kernelapp, nbformat, nbclient, nbconvert, jupyter_client, \
-  jupyterlab, jupyter_server.serverapp, pytest, xdist, nbval.plugin, yaml, playwright.sync_api, \
-  course_lib.authoring.site, course_lib.authoring.slides, course_lib.authoring.build_exercises
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --no-compile "$(TORCH)"
@@ -69,7 +62,7 @@ ifeq ($(INSTALLER),uv)
 else
 	$(BIN)/python -m pip install --no-compile -e ".[dev,pretrained]"
 endif
-	$(BIN)/python -c "$(WARM_TORCH)" & pid=$$!; $(BIN)/python -c "$(WARM_JUPYTER)" && wait $$pid
+	$(BIN)/python scripts/warm_bytecode.py torch & pid=$$!; $(BIN)/python scripts/warm_bytecode.py jupyter && wait $$pid
 	@touch $(STAMP)
 
 install: $(STAMP)
