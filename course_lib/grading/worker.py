@@ -314,8 +314,9 @@ def serve() -> None:
     A request ``{"id", "sandbox", "memory", "cpu", "fsize", "trusted"}`` forks a child that runs
     that job exactly as a fresh ``python -m course_lib.grading.worker`` would, with torch already
     imported (by this trusted process, before any submitted code exists), which saves the ~2 s
-    of ``import torch`` per notebook, and has loaded what most notebooks load (:func:`_preload`). Replies: ``{"id", "pid"}`` once forked, ``{"pid", "status"}``
-    (the raw wait status) once the child has ended. When stdin closes (the grader is done or
+    of ``import torch`` per notebook, and with what most notebooks load already loaded
+    (:func:`_preload`). Replies: ``{"id", "pid"}`` once forked, ``{"pid", "status"}`` (the raw
+    wait status) once the child has ended. When stdin closes (the grader is done or
     gone), every child's process group is killed and the server exits. The server itself never
     runs submitted code and stays single-threaded (the grader sets OMP_NUM_THREADS=1), so forking
     is safe.
