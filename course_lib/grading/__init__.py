@@ -73,6 +73,7 @@ or two ids would share a file.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and readers; at run time the names load on first use (below)
@@ -94,12 +95,15 @@ _HOME = {
     "ForkServer": "sandbox", "Settings": "sandbox", "_decode_outcomes": "sandbox", "_load_results": "sandbox",
     "ExerciseGrade": "scoring", "Row": "scoring", "grade_exercise": "scoring", "grade_submission": "scoring",
 }
-_SUBMODULES = {"audit", "cli", "confine", "discovery", "gradescope", "integrity", "layouts", "lms", "output",
-               "report", "roster", "sandbox", "scoring", "settings", "summary", "worker"}
+
+
+def _submodules() -> set[str]:
+    """The package's modules (cli, scoring, ...), bound as attributes on first use as the names are."""
+    return {info.name for info in pkgutil.iter_modules(__path__)}
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name in _submodules():
         return importlib.import_module(f"{__name__}.{name}")
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -109,7 +113,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME) | _SUBMODULES)
+    return sorted(set(globals()) | set(_HOME) | _submodules())
 
 
 __all__ = [
