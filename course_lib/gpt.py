@@ -848,10 +848,12 @@ def fit(model: GPT, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
         # (D = 128, 4 layers, dropout 0.2, 2 threads); fallback_random makes it call PyTorch's.
         forward = torch.compile(model, options={"fallback_random": True}) if compile is True \
             else torch.compile(model, backend=compile)
+    def for_muon(name: str, p: torch.Tensor) -> bool:  # the 2-D weight matrices inside the blocks
+        return optimizer == "muon" and p.dim() == 2 and name.startswith("blocks.")
+
     named = list(model.named_parameters())
-    # Muon: the 2-D weight matrices inside the blocks; AdamW: everything else (embeddings, biases, norms).
-    hidden = [p for name, p in named if optimizer == "muon" and p.dim() == 2 and name.startswith("blocks.")]
-    rest = [(name, p) for name, p in named if not any(p is h for h in hidden)]
+    hidden = [p for name, p in named if for_muon(name, p)]
+    rest = [(name, p) for name, p in named if not for_muon(name, p)]  # for AdamW: embeddings, biases, norms
     decay = [p for name, p in rest if p.dim() >= 2 and "position_embedding" not in name]
     no_decay = [p for name, p in rest if p.dim() < 2 or "position_embedding" in name]
     optimizers = [torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
