@@ -533,3 +533,27 @@ def test_the_grading_worker_confines_the_submission_by_default(tree, isolation):
         assert leaked == b"errno %d" % errno.EACCES
     else:
         assert leaked == SECRET[:100]
+
+
+_LIMITS_PROBE = r"""
+import sys
+from course_lib.grading import worker
+held = bytearray(768 << 20)  # what the trusted runtime holds before the limits (a CUDA context: gigabytes)
+worker._limit_resources(256, 60, 16)
+within = bytearray(192 << 20)  # inside the submission's own 256 MB
+try:
+    beyond = bytearray(512 << 20)
+except MemoryError:
+    print("limited")
+else:
+    print("NOT LIMITED")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the limits are relative only where /proc exists")
+def test_the_memory_limit_counts_on_top_of_what_the_runtime_already_holds():
+    """A CUDA build of torch holds more than --memory before any submitted code runs; the learner still gets it all."""
+    done = subprocess.run([sys.executable, "-c", _LIMITS_PROBE], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]  # an absolute 256 MB limit fails on `within` (MemoryError)
+    assert done.stdout.split() == ["limited"]  # and the limit still holds for the submission's own allocations

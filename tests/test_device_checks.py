@@ -173,8 +173,27 @@ def test_the_graders_device_reaches_the_learners_call(tmp_path):
     source = "def softmax(x, dim=-1):\n    raise ValueError('called on ' + x.device.type)\n"
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    for device in ("cpu", "meta"):  # meta stands in for cuda here: the same path through the worker
+    # meta stands in for cuda without a GPU (the same path through the worker); with one, cuda itself: the
+    # confined, memory-limited worker must still reach the GPU (its context is made before the limits)
+    for device in ("cpu", "meta", *(("cuda",) if torch.cuda.is_available() else ())):
         settings = Settings(60, 2048, 1, [], {}, str(workspace), device=device)
         run = run_worker([(0, source)], chapter, settings)
+        assert run.results is not None, run.stderr_head
         outcomes = run.results["exercises"]["softmax"]["outcomes"]
         assert {o[2] for row in outcomes for o in row} == {f"called on {device}"}, run.stderr_head
+
+
+def test_the_worker_sees_the_gpus_only_when_it_grades_on_cuda(tmp_path, monkeypatch):
+    """On cpu (and meta) the worker's GPUs are hidden; with --device cuda it must see them, or no call can run there."""
+    from course_lib.grading.sandbox import _worker_env
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for device in ("cpu", "meta"):
+        env = _worker_env(tmp_path, device)
+        assert env["CUDA_VISIBLE_DEVICES"] == "" and env["COURSE_DEVICE"] == "cpu"
+    env = _worker_env(tmp_path, "cuda")
+    assert "CUDA_VISIBLE_DEVICES" not in env and env["COURSE_DEVICE"] == "cuda"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the grader's own choice of GPU carries over
+    assert _worker_env(tmp_path, "cuda:0")["CUDA_VISIBLE_DEVICES"] == "1"
+    assert _worker_env(tmp_path, "cuda:0")["COURSE_DEVICE"] == "cuda:0"
+    assert _worker_env(tmp_path)["HOME"] == str(tmp_path) and _worker_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == ""

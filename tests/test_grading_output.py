@@ -152,7 +152,7 @@ def test_the_snapshot_sees_every_change_and_skips_pycache(tmp_path):
 
 
 class _NoForkServer:
-    def __init__(self, workspace):
+    def __init__(self, workspace, device="cpu"):
         pass
 
     def close(self):

@@ -110,7 +110,7 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     rows: list[Row] = []
     try:
         if fork_server and subs:
-            settings.server = ForkServer(workspace)
+            settings.server = ForkServer(workspace, device)
         with tqdm(total=len(subs), desc="course-grade", unit="notebook", file=sys.stderr,
                   disable=not progress) as bar, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(grade_submission, sub, chapters, settings): sub for sub in subs}

@@ -79,7 +79,7 @@ def run_worker(cells: list[tuple[int, str]], chapter: Chapter, settings: Setting
                     (sandbox / leftover).unlink(missing_ok=True)
                 torch.save(job, sandbox / "job.pt")
         if outcome is None:
-            outcome = _run_fresh_process(sandbox, limits, settings.timeout)
+            outcome = _run_fresh_process(sandbox, limits, settings.timeout, settings.device)
         returncode, timed_out = outcome
         results, results_error = _load_results(sandbox / "results.pt")
         return WorkerRun(returncode, timed_out, results, results_error, _read_head(sandbox / "progress.txt", 200),
@@ -88,13 +88,13 @@ def run_worker(cells: list[tuple[int, str]], chapter: Chapter, settings: Setting
         shutil.rmtree(sandbox, ignore_errors=True)
 
 
-def _run_fresh_process(sandbox: Path, limits: dict, timeout: int) -> tuple[int | None, bool]:
+def _run_fresh_process(sandbox: Path, limits: dict, timeout: int, device: str = "cpu") -> tuple[int | None, bool]:
     """Run the job in a new ``python -m course_lib.grading.worker`` process; (return code, timed out)."""
     command = [sys.executable, "-s", "-m", "course_lib.grading.worker", "--memory", str(limits["memory"]),
                "--cpu", str(limits["cpu"]), "--fsize", str(limits["fsize"]),
                "--trusted-pickle", "1" if limits["trusted"] else "0", "--isolation", limits["isolation"]]
     with open(sandbox / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(command, cwd=sandbox, env=_worker_env(sandbox), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(command, cwd=sandbox, env=_worker_env(sandbox, device), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, close_fds=True)
         timed_out = False
         try:
@@ -120,8 +120,8 @@ class ForkServer:
     only ``import torch`` (about 2 s) is shared. Thread-safe: ``--jobs`` threads call :meth:`run`.
     """
 
-    def __init__(self, workspace: str):
-        env = _worker_env(Path(workspace))
+    def __init__(self, workspace: str, device: str = "cpu"):
+        env = _worker_env(Path(workspace), device)  # its children inherit it: the GPUs stay hidden unless on cuda
         self._proc = subprocess.Popen([sys.executable, "-s", "-m", "course_lib.grading.worker", "--server"],
                                       cwd=workspace, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
@@ -190,15 +190,26 @@ class ForkServer:
         self._proc.wait()
 
 
-def _worker_env(sandbox: Path) -> dict[str, str]:
+def _worker_env(sandbox: Path, device: str = "cpu") -> dict[str, str]:
+    """The whole environment of a worker (nothing of the grader's own is inherited).
+
+    GPUs are hidden (``CUDA_VISIBLE_DEVICES=""``) unless ``device`` is a CUDA device: then the worker sees
+    the GPUs the grader sees, and ``COURSE_DEVICE`` names the device.
+    """
     home = str(sandbox)
-    return {
+    env = {
         "PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
         "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
         "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "", "COURSE_DEVICE": "cpu", "MPLBACKEND": "Agg", "MPLCONFIGDIR": home,
         "XDG_CACHE_HOME": home, "TORCH_HOME": home,
     }
+    if torch.device(device).type == "cuda":
+        del env["CUDA_VISIBLE_DEVICES"]
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the grader's own choice of GPUs
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        env["COURSE_DEVICE"] = str(device)
+    return env
 
 
 def _kill_group(pid: int) -> None:

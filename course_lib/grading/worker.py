@@ -8,7 +8,8 @@ imported torch once, or, if the server is unavailable, started afresh as
 ``python -m course_lib.grading.worker --memory MB --cpu S --fsize MB``. Either way the worker
 
 1. limits itself before any submitted code runs: address space and data size (memory), CPU
-   seconds, file size, open files, no core dumps; stdout and stderr are capped in memory;
+   seconds (both on top of what torch, and a CUDA context made beforehand on a GPU, already
+   hold), file size, open files, no core dumps; stdout and stderr are capped in memory;
 2. installs a Python audit hook, which cannot be removed, that refuses to write outside the
    temporary directory, to read or list the grader's files (solutions, output folder,
    submissions), to start processes, to open network connections, to signal other processes
@@ -80,14 +81,35 @@ class _CappedStream(io.TextIOBase):
         return "utf-8"
 
 
+def _vm_usage() -> tuple[int, int]:
+    """(data, address space) that this process holds now, in bytes: VmData and VmSize of /proc/self/status.
+
+    (0, 0) where there is no /proc (macOS): the limits are then absolute, as the numbers say.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmData"].split()[0]) * 1024, int(fields["VmSize"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0, 0
+
+
 def _limit_resources(memory_mb: int, cpu_s: int, fsize_mb: int) -> None:
-    """Set this process's resource limits (inherited by anything it could start)."""
+    """Set this process's resource limits (inherited by anything it could start).
+
+    Memory and CPU are counted on top of what the trusted runtime already holds (torch, and a CUDA
+    context on a GPU: a CUDA build of torch maps gigabytes of libraries and address space before any
+    submitted code exists), so the submission itself gets ``memory_mb`` and ``cpu_s`` on any build.
+    """
     mb = 1 << 20
+    data_now, size_now = _vm_usage()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_now = int(usage.ru_utime + usage.ru_stime) + 1
     limits = [
-        (resource.RLIMIT_DATA, memory_mb * mb),
-        # Address space: the data limit plus room for the libraries mapped by `import torch` (about 600 MB).
-        (resource.RLIMIT_AS, (memory_mb + 1024) * mb),
-        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_DATA, data_now + memory_mb * mb),
+        # Address space: the data limit plus room for libraries that load later (matplotlib's, torch's lazy ones).
+        (resource.RLIMIT_AS, size_now + (memory_mb + 1024) * mb),
+        (resource.RLIMIT_CPU, cpu_now + cpu_s),
         (resource.RLIMIT_FSIZE, fsize_mb * mb),
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NOFILE, 256),
@@ -99,6 +121,22 @@ def _limit_resources(memory_mb: int, cpu_s: int, fsize_mb: int) -> None:
             new_hard = min(new_hard, hard)
         resource.setrlimit(which, (min(value, new_hard), new_hard))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails with an error instead of killing us
+
+
+def _prepare_device(device: str) -> None:
+    """Trusted set-up on an accelerator, before the limits and the confinement (a no-op on cpu and meta).
+
+    The first CUDA call creates the context: it opens ``/dev/nvidia*``, which the confined worker may
+    not open (Landlock), and reserves address space far beyond any memory limit. One matrix product
+    also loads cuBLAS. Done here, the learner's calls find all of it ready.
+    """
+    dev = torch.device(device)
+    if dev.type in ("cpu", "meta"):
+        return
+    x = torch.ones(8, 8, device=dev)
+    (x @ x).sum()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def _first_line(text: str) -> str:
@@ -191,14 +229,15 @@ def _learner_callable(name: str, fn, check: str, seed: int):
 
 def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, isolation: str = "landlock") -> None:
     """Run the job in the current directory (see the module doc); always ends with os._exit."""
-    _limit_resources(memory_mb, cpu_s, fsize_mb)
     torch.set_num_threads(1)
     sandbox = os.getcwd()
     results_path = os.path.join(sandbox, "results.pt")
     progress_path = os.path.join(sandbox, "progress.txt")
     job_path = os.path.join(sandbox, "job.pt")
-    job = torch.load(job_path, weights_only=not trusted_pickle)
+    job = torch.load(job_path, weights_only=not trusted_pickle)  # the grader's file: no submitted code runs yet
     os.remove(job_path)
+    _prepare_device(job.get("device", "cpu"))
+    _limit_resources(memory_mb, cpu_s, fsize_mb)
     max_numel = int(job["max_numel"])
 
     violations: list[str] = []
