@@ -164,8 +164,8 @@ def make_step(**bug):
 
 def tiled_without_running_max(query, key, value, block_size):
     """Blocks summed with a plain exp: exact until a score passes 88 in float32, then inf / inf."""
-    l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
-    acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+    l_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype, device=query.device)
+    acc = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype, device=query.device)
     for start in range(0, key.shape[-2], block_size):
         p = torch.exp(query @ key[..., start:start + block_size, :].transpose(-2, -1) / math.sqrt(query.shape[-1]))
         l_sum = l_sum + p.sum(dim=-1, keepdim=True)

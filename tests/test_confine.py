@@ -173,8 +173,11 @@ def tree(tmp_path):
             "read_paths": read_paths, "tmp": tmp_path}
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(root: Path, skip_bytecode: bool = False) -> dict[str, bytes]:
+    """Every file under root and its bytes; ``skip_bytecode``: without ``__pycache__`` folders, which the
+    trusted processes beside this test (other pytest workers importing course_lib) may fill meanwhile."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not (skip_bytecode and "__pycache__" in p.relative_to(root).parts)}
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ def test_native_code_cannot_write_or_read_outside_the_sandbox(tree, mode):
     t = tree
     real_target = str(ROOT / "course_lib" / f"evil_{uuid.uuid4().hex}.py")
     before = snapshot(t["tmp"])
-    real_before = snapshot(ROOT / "course_lib")
+    real_before = snapshot(ROOT / "course_lib", skip_bytecode=True)
 
     stat_before = (t["repo"] / "course_lib" / "__init__.py").stat()
     got = in_child(_file_attacks(t, real_target), mode, str(t["sandbox"]), t["read_paths"])
@@ -246,7 +249,7 @@ def test_native_code_cannot_write_or_read_outside_the_sandbox(tree, mode):
     assert os.readlink(t["sandbox"] / "link") == str(t["repo"] / "solutions" / "01_dot_products.ipynb")
     after.pop("workspace/course-grade-alice/link")  # a symlink in its own folder is allowed; reading through it is not
     assert after == before  # no new file, every file unchanged
-    assert not os.path.exists(real_target) and snapshot(ROOT / "course_lib") == real_before
+    assert not os.path.exists(real_target) and snapshot(ROOT / "course_lib", skip_bytecode=True) == real_before
     stat_after = (t["repo"] / "course_lib" / "__init__.py").stat()
     if mode == "full":  # seccomp turns chmod and utimes into no-ops
         assert got["chmod_course_lib"]["fchmod"]["ret"] == 0 and got["chmod_course_lib"]["utimes"]["ret"] == 0
