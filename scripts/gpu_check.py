@@ -28,10 +28,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import datetime
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -119,9 +121,40 @@ def run_notebook(path: Path, timeout: int) -> dict:
     except Exception as exc:  # noqa: BLE001  a timeout or a dead kernel is a failure of this notebook
         error = {"ename": type(exc).__name__, "evalue": str(exc)[:500]}
     seconds = time.perf_counter() - started
+    if error is not None:
+        error.update(_failed_cell(nb))
     ran = sum(1 for c in code_cells if c.get("execution_count") is not None)
     return {"notebook": path.name, "seconds": round(seconds, 1), "code_cells": len(code_cells), "cells_run": ran,
             "assert_cells": assert_cells, "all_asserts_held": error is None, "error": error, "ok": error is None}
+
+
+def run_notebooks(paths: list[Path], timeout: int, jobs: int = 1, echo=print) -> list[dict]:
+    """:func:`run_notebook` on each path, ``jobs`` kernels at a time; the results in the order of ``paths``.
+
+    Each notebook has its own kernel process, so running several at once is safe; their seconds then
+    include the sharing of the GPU and the CPU cores.
+    """
+    if jobs < 1:
+        raise ValueError(f"run_notebooks: jobs must be >= 1, got {jobs}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_notebook, path, timeout) for path in paths]
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            echo(f"  {result['notebook']}: {'ok' if result['ok'] else 'FAILED ' + str(result['error'])} "
+                 f"({result['seconds']} s)")
+        return [future.result() for future in futures]
+
+
+def _failed_cell(nb) -> dict:
+    """Where a notebook failed: the index of the first cell with an error output (in ``nb.cells``) and the
+    end of its traceback, without terminal colours (it holds the failing line, which a bare assert's
+    empty message does not)."""
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "error":
+                text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output.get("traceback", [])))
+                return {"cell": index, "traceback": text[-1500:]}
+    return {}
 
 
 def run_benchmark(args: list[str]) -> dict:
@@ -194,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", nargs="*", type=Path, default=None,
                         help="notebooks to run (default: every notebooks/*.ipynb)")
     parser.add_argument("--notebook-timeout", type=int, default=600, help="seconds per cell (default 600)")
+    parser.add_argument("--notebook-jobs", type=int, default=1,
+                        help="notebooks run at once, each in its own kernel (default 1: one after another)")
     parser.add_argument("--pytest-args", default="-q -p no:randomly", help="extra pytest arguments, one string")
     parser.add_argument("--bench-args", default="", help="extra attention_bench.py arguments, e.g. --quick")
     parser.add_argument("--no-tests", action="store_true", help="do not run the unit tests (recorded as not run)")
@@ -217,12 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         pytest = run_pytest(shlex.split(args.pytest_args))
         print(f"  {pytest.get('passed')} passed, {pytest.get('failed')} failed, {pytest.get('errors')} errors, "
               f"{pytest.get('skipped')} skipped in {pytest['seconds']} s", flush=True)
-    notebooks = []
-    for path in args.notebooks if args.notebooks is not None else sorted((ROOT / "notebooks").glob("*.ipynb")):
-        result = run_notebook(path.resolve(), args.notebook_timeout)
-        print(f"  {result['notebook']}: {'ok' if result['ok'] else 'FAILED ' + str(result['error'])} "
-              f"({result['seconds']} s)", flush=True)
-        notebooks.append(result)
+    paths = args.notebooks if args.notebooks is not None else sorted((ROOT / "notebooks").glob("*.ipynb"))
+    notebooks = run_notebooks([path.resolve() for path in paths], args.notebook_timeout, args.notebook_jobs,
+                              echo=lambda line: print(line, flush=True))
     benchmark = None
     if not args.no_bench:
         print("benchmarks/attention_bench.py --device cuda ...", flush=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -73,3 +74,19 @@ def test_a_notebook_runs_with_COURSE_DEVICE_cuda_and_a_failed_assert_fails_it(tm
     assert ok["ok"] and ok["all_asserts_held"] and ok["assert_cells"] == 1 and ok["error"] is None
     failed = gpu_check.run_notebook(bad, timeout=120)
     assert not failed["ok"] and failed["error"]["ename"] == "AssertionError" and failed["cells_run"] == 2
+    assert failed["error"]["cell"] == 1 and "assert x == 2, 'the claim'" in failed["error"]["traceback"]
+    assert "\x1b[" not in failed["error"]["traceback"]  # the failing line, readable in the JSON report
+
+
+def test_notebooks_run_side_by_side_keep_their_order_and_their_own_verdicts(tmp_path):
+    paths = []
+    for name, source in (("b_fails.ipynb", "assert 1 == 2, 'the claim'"), ("a_passes.ipynb", "x = 1")):
+        paths.append(tmp_path / name)
+        nbformat.write(new_notebook(cells=[new_code_cell(source)]), paths[-1])
+    lines = []
+    results = gpu_check.run_notebooks(paths, timeout=120, jobs=2, echo=lines.append)
+    assert [r["notebook"] for r in results] == ["b_fails.ipynb", "a_passes.ipynb"]  # the order asked, not finished
+    assert [r["ok"] for r in results] == [False, True] and results[0]["error"]["ename"] == "AssertionError"
+    assert len(lines) == 2 and any(line.startswith("  b_fails.ipynb: FAILED") for line in lines)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        gpu_check.run_notebooks(paths, timeout=120, jobs=0)
