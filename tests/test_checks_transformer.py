@@ -219,7 +219,8 @@ def test_a_wrong_return_type_is_reported_not_raised(capsys):
     assert report.status == "failed" and report.passed == 0
     assert "expected a tuple (layer, head, score)" in capsys.readouterr().out
     # float where ids are expected (on the input's device, so that on a GPU this is the only mistake)
-    report = checks.check_greedy_decode(lambda model, src, n, bos: torch.zeros(src.shape[0], n, device=src.device))
+    report = checks.check_greedy_decode(lambda model, src, n, bos: torch.zeros(src.shape[0], n,
+                                                                               device=src.device))
     assert report.status == "failed" and "integer tensor" in capsys.readouterr().out
 
 
