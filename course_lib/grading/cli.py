@@ -44,7 +44,8 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         submissions: notebooks and folders (see the module doc).
         out: the output folder (created).
         timeout: wall-clock seconds per notebook (also its CPU-time limit).
-        memory: memory limit per notebook, in MB (data segment; address space gets 1 GB more).
+        memory: memory limit per notebook, in MB, on top of what the worker holds once torch (and on a GPU the
+            CUDA context) is loaded (data segment; address space gets 1 GB more).
         jobs: notebooks graded in parallel.
         seed: the instructor's seed for the grader's inputs.
         solutions: the folder of solution notebooks that defines the chapters (default: the course's).
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
                         help=f"seconds per notebook, wall clock and CPU (default {DEFAULT_TIMEOUT})")
     parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
-                        help=f"memory limit per notebook in MB (default {DEFAULT_MEMORY_MB}, at least {MIN_MEMORY_MB})")
+                        help=f"memory limit per notebook in MB, on top of torch itself (default {DEFAULT_MEMORY_MB}, "
+                             f"at least {MIN_MEMORY_MB})")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="notebooks graded in parallel (default: the number of CPUs)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout < 1:
         parser.error("--timeout must be at least 1 second")
     if args.memory < MIN_MEMORY_MB:
-        parser.error(f"--memory must be at least {MIN_MEMORY_MB} MB (importing torch needs about that)")
+        parser.error(f"--memory must be at least {MIN_MEMORY_MB} MB (a lesson's plots and tensors need about that)")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     try:
