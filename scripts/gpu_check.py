@@ -33,7 +33,6 @@ import csv
 import datetime
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -149,11 +148,12 @@ def _failed_cell(nb) -> dict:
     """Where a notebook failed: the index of the first cell with an error output (in ``nb.cells``) and the
     end of its traceback, without terminal colours (it holds the failing line, which a bare assert's
     empty message does not)."""
+    from nbconvert.filters import strip_ansi
+
     for index, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if output.get("output_type") == "error":
-                text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output.get("traceback", [])))
-                return {"cell": index, "traceback": text[-1500:]}
+                return {"cell": index, "traceback": strip_ansi("\n".join(output.get("traceback", [])))[-1500:]}
     return {}
 
 
