@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from course_lib.grading import confine
 
@@ -514,16 +515,24 @@ with open("attack.txt", "wb") as out:  # inside the sandbox: allowed
 '''
 
 
-@needs_landlock
-@pytest.mark.parametrize("isolation", [None, "none"])
-def test_the_grading_worker_confines_the_submission_by_default(tree, isolation):
-    """``python -m course_lib.grading.worker`` without ``--isolation`` confines; ``--isolation none`` does not."""
-    import torch
+_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine "
+                              "(torch.cuda.is_available() is False)")
 
+
+@needs_landlock
+@pytest.mark.parametrize("isolation,device", [(None, "cpu"), ("none", "cpu"),
+                                              pytest.param(None, "cuda", marks=_NO_CUDA)])
+def test_the_grading_worker_confines_the_submission_by_default(tree, isolation, device):
+    """``python -m course_lib.grading.worker`` without ``--isolation`` confines; ``--isolation none`` does not.
+
+    On cuda the worker opens the GPU's device files and loads cuBLAS before it confines itself
+    (``_prepare_device``); the confinement that follows must hold all the same.
+    """
     solution = tree["repo"] / "solutions" / "01_dot_products.ipynb"
     sandbox = tree["sandbox"]
     cells = [(0, f"SOLUTION = {str(solution)!r}\n" + WORKER_ATTACK)]
-    torch.save({"cells": cells, "exercises": [], "denied": tree["denied"], "max_numel": 1000}, sandbox / "job.pt")
+    torch.save({"cells": cells, "exercises": [], "denied": tree["denied"], "max_numel": 1000, "device": device},
+               sandbox / "job.pt")
     command = [sys.executable, "-s", "-m", "course_lib.grading.worker", "--memory", "2048", "--cpu", "60",
                "--fsize", "16", "--trusted-pickle", "0"] + ([] if isolation is None else ["--isolation", isolation])
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -560,3 +569,54 @@ def test_the_memory_limit_counts_on_top_of_what_the_runtime_already_holds():
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]  # an absolute 256 MB limit fails on `within` (MemoryError)
     assert done.stdout.split() == ["limited"]  # and the limit still holds for the submission's own allocations
+
+
+_CUDA_THREADS_PROBE = r"""
+import json, os, sys
+import torch
+from course_lib.grading import confine
+devices, reads = confine.cuda_paths()
+confine.confine(sys.argv[1], confine.default_read_paths() + reads, devices=devices, denied=sys.argv[2:])
+x = torch.ones(64, 64, device="cuda")
+total = float((x @ x).sum())  # the context, the driver's threads and cuBLAS: all after the confinement
+status = {}
+for tid in os.listdir("/proc/self/task"):
+    with open(f"/proc/self/task/{tid}/status") as f:
+        status[tid] = dict(line.split(":", 1) for line in f if line.startswith(("Seccomp:", "NoNewPrivs:")))
+try:
+    open(sys.argv[2] + "/01_dot_products.ipynb").read()
+    read = "read"
+except OSError as exc:
+    read = exc.errno
+print(json.dumps({"devices": devices, "total": total, "status": status, "read": read}))
+"""
+
+
+@needs_landlock
+@_NO_CUDA
+def test_the_cuda_drivers_threads_are_born_confined(tree):
+    """A worker on a GPU confines itself before its first CUDA call: CUDA still starts (its device files and
+    folders are granted), and every thread the driver starts carries the seccomp filter (a thread that existed
+    before the confinement would show ``Seccomp: 0`` and stay outside Landlock as well)."""
+    solutions = str(tree["repo"] / "solutions")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _CUDA_THREADS_PROBE, str(tree["sandbox"]), solutions],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tree["sandbox"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    assert got["devices"] and got["total"] == 64 * 64 * 64
+    assert len(got["status"]) > 1, got["status"]  # the driver started threads of its own
+    for tid, fields in got["status"].items():
+        assert fields["Seccomp"].strip() == "2" and fields["NoNewPrivs"].strip() == "1", (tid, fields)
+    assert got["read"] == errno.EACCES
+
+
+def test_the_folders_of_the_loaded_drivers_libraries_are_found_from_the_process_map():
+    """cuda_paths() grants the folder the dynamic loader took libcuda from (``/usr/local/nvidia/lib64`` in
+    containers, outside the system's library folders); the same search finds this process's own C library."""
+    folders = confine._loaded_library_folders(("libc.so",))
+    assert folders and all(os.path.isabs(f) for f in folders)
+    assert any(os.path.exists(os.path.join(f, "libc.so.6")) for f in folders), folders
+    assert confine._loaded_library_folders(("libno-such-library-",)) == []
+    if not confine.cuda_paths()[0]:  # no NVIDIA device files: nothing to grant
+        assert confine.cuda_paths() == ([], [])

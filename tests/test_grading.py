@@ -34,6 +34,8 @@ from course_lib.grading import (
     main,
     python_source,
 )
+from course_lib.grading import confine
+from course_lib.grading.sandbox import ForkServer, Settings, WorkerUnavailable, preflight
 
 TIMEOUT = 20  # seconds per notebook; a worker needs ~3 s (importing torch), more on a busy machine
 MEMORY = 1024  # MB: the memory blow-up fixture hits it quickly
@@ -222,6 +224,57 @@ def test_native_code_attacks_wrote_and_read_nothing(batch):
     assert alias.status == "ok" and alias.total == alias.max_points > 0
     assert "stolen" not in _feedback(batch, "native_alias_reads_solutions")
     assert all(r.status != "grader-error" for r in batch.rows)  # the fork server survived the signal and ptrace
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine (torch.cuda.is_available() "
+                    "is False); the same attacks on a CPU worker: the batch above")
+def test_native_code_attacks_fail_the_same_way_when_the_worker_holds_a_gpu(tmp_path):
+    """With ``--device cuda`` the worker opens the GPU's device files and loads cuBLAS while it is still trusted,
+    then confines itself: the native attacks must get the statuses they get on a CPU worker, and nothing may be
+    written or read, while an honest notebook's calls run on the GPU."""
+    out, cls = tmp_path / "out", tmp_path / "class"
+    (out / "feedback").mkdir(parents=True)
+    two = fx.chapter("02")
+    fx.write(fx.solution(two), cls / "good_student" / f"{two}.ipynb")  # the submission one attack reads
+    statuses = {}
+
+    def make(student: str, nb, status: str) -> None:
+        fx.write(nb, cls / f"{student}.ipynb")
+        statuses[student] = status
+
+    fx.native_hostile(cls, out, make, fx.solution(fx.chapter("01")))
+    rows = {r.student: r for r in grade([cls], out, timeout=TIMEOUT, memory=MEMORY, jobs=2, seed=SEED,
+                                        progress=False, device="cuda")}
+    assert {s: rows[s].status for s in statuses} == statuses, {s: rows[s].reasons for s in statuses}
+    for student in NATIVE_ATTEMPTS:
+        assert rows[student].total == 0, student
+    assert not fx.PLANTED.exists() and not (out / "native.txt").exists()
+    alias = rows["native_alias_reads_solutions"]
+    assert alias.total == alias.max_points > 0
+    assert "stolen" not in (out / "feedback" / "native_alias_reads_solutions.md").read_text(encoding="utf-8")
+    good = rows["good_student"]
+    assert good.status == "ok" and good.total == good.max_points > 0, good.reasons
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["fork-server", "fresh-process"])
+def test_the_preflight_worker_starts_on_the_device_or_says_why_not(tmp_path, fork_server):
+    """``grade`` starts one empty worker before a batch on cuda. On a machine without CUDA (a CPU build of
+    torch) that worker fails in its set-up, and the grader must say so once, with torch's own words, instead
+    of a "crash" on every row; where CUDA is available the same empty worker must finish."""
+    isolation = "landlock" if confine.available() else "none"
+    settings = Settings(TIMEOUT, MEMORY, SEED, [], workspace=str(tmp_path), isolation=isolation, device="cuda")
+    settings.server = ForkServer(str(tmp_path), "cuda") if fork_server else None
+    try:
+        if torch.cuda.is_available():
+            assert preflight(settings) is None
+        else:
+            with pytest.raises(WorkerUnavailable, match=r"cannot start on device 'cuda'.*nothing was graded.*"
+                                                       r"Torch not compiled with CUDA enabled.*--device cpu") as info:
+                preflight(settings)
+            assert "\n" not in str(info.value)
+    finally:
+        if settings.server is not None:
+            settings.server.close()
 
 
 def test_a_ready_made_function_loses_the_hand_written_property(batch):

@@ -22,7 +22,7 @@ from .integrity import PACKAGE, PackageChanged, changed_files, snapshot
 from .output import OutputNotEmpty, check_output, write_output
 from .report import write_feedback, write_grades
 from .roster import absent_student, apply_roster, read_roster
-from .sandbox import ForkServer, Settings
+from .sandbox import ForkServer, Settings, WorkerUnavailable, preflight
 from .scoring import Row, grade_submission
 from .summary import run_record, summary_text, write_run_record
 from .settings import DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, MIN_MEMORY_MB, ROOT
@@ -78,6 +78,8 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
         ValueError: for an unknown ``output_format``, ``layout`` or ``lms``; for layout "nbgrader" and
             a folder that is not nbgrader's; if device is not "cpu" or "cuda", or is
             "cuda" and CUDA is not available.
+        WorkerUnavailable: on a device other than "cpu", when a worker with an empty job does not finish
+            (CUDA could not start inside the confinement, say); raised before any notebook is graded.
     """
     if output_format not in ("csv", "gradescope"):
         raise ValueError(f"output_format must be 'csv' or 'gradescope', got {output_format!r}")
@@ -112,6 +114,8 @@ def grade(submissions: list[Path], out: Path, *, timeout: int = DEFAULT_TIMEOUT,
     try:
         if fork_server and subs:
             settings.server = ForkServer(workspace, device)
+        if device != "cpu" and subs:
+            preflight(settings)  # CUDA inside the confined worker depends on the machine: fail once, clearly
         with tqdm(total=len(subs), desc="course-grade", unit="notebook", file=sys.stderr,
                   disable=not progress) as bar, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(grade_submission, sub, chapters, settings): sub for sub in subs}
@@ -274,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except PackageChanged as exc:
         rows, status = exc.rows, 3
         print(f"course-grade: INTEGRITY FAILURE: {exc}", file=sys.stderr)
+    except WorkerUnavailable as exc:
+        print(f"course-grade: {exc}", file=sys.stderr)
+        return 2
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1

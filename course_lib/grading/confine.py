@@ -54,15 +54,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import os
 import platform
 import site
+import stat
 import struct
 import sys
 import sysconfig
 
 __all__ = ["ABI_ENV", "ISOLATION_CHOICES", "ConfinementUnavailable", "available", "confine", "confine_worker",
-           "default_read_paths", "resolve_isolation"]
+           "cuda_paths", "default_read_paths", "resolve_isolation"]
 
 ISOLATION_CHOICES = ("auto", "landlock", "none")
 ABI_ENV = "COURSE_LANDLOCK_ABI"  # an integer overrides the detected ABI (0: act as if Landlock were absent)
@@ -189,6 +191,63 @@ def default_read_paths() -> list[str]:
     return sorted(paths)
 
 
+def cuda_paths() -> tuple[list[str], list[str]]:
+    """What NVIDIA's CUDA driver opens while it starts in a process: (device files, read paths).
+
+    A worker that grades on a GPU confines itself *before* its first CUDA call, so that the threads the
+    driver starts then are born confined (Landlock and seccomp bind the calling thread and the threads it
+    starts afterwards, never the threads that exist already). The driver then needs:
+
+    - device files, opened for reading and writing and driven with ``ioctl``: ``/dev/nvidiactl``,
+      ``/dev/nvidia<N>``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset`` and
+      ``/dev/nvidia-caps/*``, those present on this machine;
+    - read paths: the folder of the driver's libraries (``libcuda.so.1``, ``libnvidia-ml.so.1``, which
+      this function loads, without any CUDA call, to find where the dynamic loader takes them from: often
+      outside the system's library folders, as ``/usr/local/nvidia/lib64`` in containers), the driver's
+      parameters (``/proc/driver/nvidia``, ``/proc/devices``, ``/proc/sys/vm/mmap_min_addr``) and the
+      PCI devices' entries in sysfs (``/sys/bus/pci``, ``/sys/devices``), where it finds each GPU.
+
+    Measured with ``strace`` on a CUDA start (an H200, driver 580, CUDA 13.0).
+
+    Returns:
+        tuple[list[str], list[str]]: absolute paths; two empty lists on a machine without NVIDIA's driver.
+    """
+    devices = []
+    for path in sorted(glob.glob("/dev/nvidia*") + glob.glob("/dev/nvidia-caps/*")):
+        try:
+            if stat.S_ISCHR(os.stat(path).st_mode):
+                devices.append(path)
+        except OSError:
+            continue
+    if not devices:
+        return [], []
+    for name in ("libcuda.so.1", "libnvidia-ml.so.1"):
+        try:
+            ctypes.CDLL(name)  # maps the library (and keeps it): no CUDA call, no thread
+        except OSError:
+            continue
+    reads = _loaded_library_folders(("libcuda.so", "libnvidia-")) + [p for p in CUDA_READ_PATHS if os.path.exists(p)]
+    return devices, reads
+
+
+def _loaded_library_folders(prefixes: tuple[str, ...]) -> list[str]:
+    """The folders of the shared libraries mapped in this process whose file name starts with one of
+    ``prefixes`` (from ``/proc/self/maps``; sorted, each once)."""
+    folders = set()
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, path
+            path = fields[5].strip() if len(fields) == 6 else ""
+            if path.startswith("/") and os.path.basename(path).startswith(prefixes):
+                folders.add(os.path.dirname(path))
+    return sorted(folders)
+
+
+#: What the CUDA driver reads while it starts, besides its libraries' folder (see :func:`cuda_paths`).
+CUDA_READ_PATHS = ("/proc/driver/nvidia", "/proc/devices", "/proc/sys/vm/mmap_min_addr", "/sys/bus/pci",
+                   "/sys/devices")
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -205,7 +264,7 @@ def _check_read_paths(read_paths, denied) -> list[str]:
     return out
 
 
-def _restrict_landlock(sandbox: str, read_paths: list[str], abi: int) -> None:
+def _restrict_landlock(sandbox: str, read_paths: list[str], abi: int, devices: list[str] = ()) -> None:
     fs = _FS_ABI1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
     fs |= _FS_IOCTL_DEV if abi >= 5 else 0
     net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0
@@ -219,6 +278,7 @@ def _restrict_landlock(sandbox: str, read_paths: list[str], abi: int) -> None:
     try:
         file_rw = (_FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE) & fs
         rules = [(sandbox, fs), ("/dev/null", file_rw)] + [(p, _FS_READ_FILE | _FS_READ_DIR) for p in read_paths]
+        rules += [(d, (_FS_READ_FILE | _FS_WRITE_FILE | _FS_IOCTL_DEV) & fs) for d in devices]
         for path, access in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -323,7 +383,7 @@ def _install_seccomp(machine: str) -> None:
 
 
 def confine(sandbox_dir: str, read_paths: list[str] | None = None, *, abi: int | None = None,
-            denied: list[str] = (), seccomp: bool = True) -> dict:
+            denied: list[str] = (), seccomp: bool = True, devices: list[str] = ()) -> dict:
     """Confine the current process (and all it could start) for good: Landlock, then seccomp.
 
     Call it after the trusted imports (torch, course_lib), while the process has a single
@@ -341,6 +401,8 @@ def confine(sandbox_dir: str, read_paths: list[str] | None = None, *, abi: int |
         denied (list[str]): paths that must stay unreadable; a ``read_paths`` entry that contains
             one of them (or lies inside one) is an error rather than a silent leak.
         seccomp (bool): also install the seccomp filter (x86_64 and aarch64 Linux).
+        devices (list[str]): device files the process may open for reading and writing and drive with
+            ``ioctl`` (a GPU's: :func:`cuda_paths`); checked against ``denied`` like ``read_paths``.
 
     Returns:
         dict: what was applied: ``{"landlock_abi": int, "seccomp": bool}``.
@@ -359,6 +421,7 @@ def confine(sandbox_dir: str, read_paths: list[str] | None = None, *, abi: int |
     if not os.path.isdir(sandbox):
         raise ValueError(f"sandbox_dir: {sandbox_dir!r} is not a folder")
     paths = _check_read_paths(default_read_paths() if read_paths is None else read_paths, denied)
+    devices = _check_read_paths(devices, denied)
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # landlock_restrict_self (ABI < 8) and a seccomp filter bind the calling thread only
         raise RuntimeError(f"confine: the process has {threads} threads; confine it before it starts any "
@@ -366,7 +429,7 @@ def confine(sandbox_dir: str, read_paths: list[str] | None = None, *, abi: int |
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
-    _restrict_landlock(sandbox, paths, abi)
+    _restrict_landlock(sandbox, paths, abi, devices)
     machine = _seccomp_machine() if seccomp else None
     if machine is not None:
         _install_seccomp(machine)
@@ -398,7 +461,7 @@ def _load_font_list() -> None:
             thread.join()
 
 
-def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> dict:
+def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = (), device: str = "cpu") -> dict:
     """Point every cache and config folder into ``sandbox_dir``, then confine unless ``isolation`` is "none".
 
     Called by the grading worker after its trusted imports, before the submission's first cell.
@@ -410,6 +473,9 @@ def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> 
         sandbox_dir (str): the worker's temporary folder (its working directory).
         isolation (str): "landlock" (or "auto") to confine, "none" to only set the folders.
         denied (list[str]): the grader's own paths, which no read path may contain (see :func:`confine`).
+        device (str): the device the submission's calls run on; on a CUDA device the GPU's device files
+            and the driver's read paths (:func:`cuda_paths`) are granted too, and the first CUDA call must
+            come after this one (the driver's threads are then born confined).
 
     Returns:
         dict: what :func:`confine` applied, or ``{"landlock_abi": 0, "seccomp": False}`` for "none".
@@ -429,4 +495,5 @@ def confine_worker(sandbox_dir: str, isolation: str, denied: list[str] = ()) -> 
     _load_font_list()
     if isolation == "none":
         return {"landlock_abi": 0, "seccomp": False}
-    return confine(sandbox, denied=denied)
+    devices, reads = cuda_paths() if device.startswith("cuda") else ([], [])
+    return confine(sandbox, default_read_paths() + reads, denied=denied, devices=devices)

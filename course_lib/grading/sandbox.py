@@ -63,13 +63,43 @@ class Settings:
 
 def run_worker(cells: list[tuple[int, str]], chapter: Chapter, settings: Settings) -> WorkerRun:
     """Run one notebook's code and calls in a sandbox process; always returns, never raises on its behalf."""
+    return _run_job(cells, chapter.job_inputs, chapter.trusted_pickle, settings)
+
+
+class WorkerUnavailable(RuntimeError):
+    """The grading worker cannot start on this machine with these settings (no submission's code was run)."""
+
+
+def preflight(settings: Settings) -> None:
+    """Start one worker with no cells and no exercises, exactly as each submission's worker starts.
+
+    ``course-grade`` runs it before a batch on a device other than the CPU: there the worker starts CUDA
+    inside its confinement (``confine.cuda_paths``), which depends on the machine's driver and where its
+    files lie. Should that fail, it is the grader's failure, said once with the worker's own message,
+    rather than a "crash while starting" on every student's row.
+
+    Raises:
+        WorkerUnavailable: the worker did not finish its empty job; the message holds its last line of
+            stderr and what to do.
+    """
+    run = _run_job([], [], False, settings)
+    if run.timed_out or run.returncode != 0 or not (run.results or {}).get("complete"):
+        lines = [line for line in run.stderr_head.splitlines() if line.strip()]
+        why = lines[-1].strip() if lines else ("timed out" if run.timed_out else f"exit status {run.returncode}")
+        raise WorkerUnavailable(
+            f"the grading worker cannot start on device {settings.device!r} with isolation {settings.isolation!r} "
+            f"(nothing was graded): {why[:1000]}. Grade with --device cpu, or report this message with the "
+            f"output of nvidia-smi.")
+
+
+def _run_job(cells: list[tuple[int, str]], exercises: list, trusted: bool, settings: Settings) -> WorkerRun:
     sandbox = Path(tempfile.mkdtemp(prefix="course-grade-", dir=settings.workspace))
     try:
-        job = {"cells": cells, "exercises": chapter.job_inputs, "denied": settings.denied,
+        job = {"cells": cells, "exercises": exercises, "denied": settings.denied,
                "max_numel": MAX_OUTCOME_NUMEL, "device": settings.device}
         torch.save(job, sandbox / "job.pt")
         limits = {"memory": settings.memory, "cpu": settings.timeout, "fsize": FILE_SIZE_MB,
-                  "trusted": chapter.trusted_pickle, "isolation": settings.isolation}
+                  "trusted": trusted, "isolation": settings.isolation}
         outcome = None
         if settings.server is not None:
             try:
@@ -194,7 +224,8 @@ def _worker_env(sandbox: Path, device: str = "cpu") -> dict[str, str]:
     """The whole environment of a worker (nothing of the grader's own is inherited).
 
     GPUs are hidden (``CUDA_VISIBLE_DEVICES=""``) unless ``device`` is a CUDA device: then the worker sees
-    the GPUs the grader sees, and ``COURSE_DEVICE`` names the device.
+    the GPUs the grader sees, finds the driver's library where the grader does (``LD_LIBRARY_PATH``),
+    and ``COURSE_DEVICE`` names the device.
     """
     home = str(sandbox)
     env = {
@@ -206,8 +237,9 @@ def _worker_env(sandbox: Path, device: str = "cpu") -> dict[str, str]:
     }
     if torch.device(device).type == "cuda":
         del env["CUDA_VISIBLE_DEVICES"]
-        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the grader's own choice of GPUs
-            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):  # the grader's own GPUs and driver library
+            if os.environ.get(name) is not None:
+                env[name] = os.environ[name]
         env["COURSE_DEVICE"] = str(device)
     return env
 

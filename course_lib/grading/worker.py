@@ -7,24 +7,27 @@ fork server (``python -m course_lib.grading.worker --server``, see :func:`serve`
 imported torch once, or, if the server is unavailable, started afresh as
 ``python -m course_lib.grading.worker --memory MB --cpu S --fsize MB``. Either way the worker
 
-1. limits itself before any submitted code runs: address space and data size (memory), CPU
-   seconds (both on top of what torch, and a CUDA context made beforehand on a GPU, already
-   hold), file size, open files, no core dumps; stdout and stderr are capped in memory;
-2. installs a Python audit hook, which cannot be removed, that refuses to write outside the
+1. confines itself with the kernel (Landlock and seccomp: :mod:`course_lib.grading.confine`)
+   before any submitted code runs; on a GPU it makes its CUDA context only then, so that the
+   threads the driver starts are confined too;
+2. limits itself: address space and data size (memory), CPU seconds (both on top of what torch,
+   and the CUDA context on a GPU, already hold), file size, open files, no core dumps; stdout and
+   stderr are capped in memory;
+3. installs a Python audit hook, which cannot be removed, that refuses to write outside the
    temporary directory, to read or list the grader's files (solutions, output folder,
    submissions), to start processes, to open network connections, to signal other processes
    and to raise the resource limits;
-3. runs the code cells in order as Jupyter would (an error or ``sys.exit()`` stops that cell,
+4. runs the code cells in order as Jupyter would (an error or ``sys.exit()`` stops that cell,
    not the notebook);
-4. calls each exercise function on each of the grader's inputs and writes what came back
+5. calls each exercise function on each of the grader's inputs and writes what came back
    (plain tensors, numbers, strings, or a type name), or what was raised, to ``results.pt``
    after every exercise, so that a crash keeps what was already done.
 
 It never judges: the grader loads ``results.pt`` with ``torch.load(weights_only=True)`` and
 computes every verdict in its own process, so nothing the submitted code patches here
 (``torch.allclose``, ``course_lib.checks``, ...) can change a score. The audit hook is a guard
-against ordinary Python code; native code (ctypes) can get around it, which is why the verdict
-and the limits live outside this process.
+against ordinary Python code; native code (ctypes) can get around it, which is why the kernel's
+confinement comes first, and the verdict and the limits live outside this process.
 """
 
 from __future__ import annotations
@@ -124,11 +127,13 @@ def _limit_resources(memory_mb: int, cpu_s: int, fsize_mb: int) -> None:
 
 
 def _prepare_device(device: str) -> None:
-    """Trusted set-up on an accelerator, before the limits and the confinement (a no-op on cpu and meta).
+    """Set-up on an accelerator, after the confinement and before the limits (a no-op on cpu and meta).
 
-    The first CUDA call creates the context: it opens ``/dev/nvidia*``, which the confined worker may
-    not open (Landlock), and reserves address space far beyond any memory limit. One matrix product
-    also loads cuBLAS. Done here, the learner's calls find all of it ready.
+    The first CUDA call creates the context: it opens the GPU's device files (which the confinement
+    grants on a CUDA device: ``confine.cuda_paths``), starts the driver's threads (born confined, since
+    the process already is) and reserves address space far beyond any memory limit, so the limits
+    come after it and count on top of it. One matrix product also loads cuBLAS. Done here, before any
+    submitted code exists, the learner's calls find all of it ready.
     """
     dev = torch.device(device)
     if dev.type in ("cpu", "meta"):
@@ -236,7 +241,11 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, iso
     job_path = os.path.join(sandbox, "job.pt")
     job = torch.load(job_path, weights_only=not trusted_pickle)  # the grader's file: no submitted code runs yet
     os.remove(job_path)
-    _prepare_device(job.get("device", "cpu"))
+    device = str(job.get("device", "cpu"))
+    # Landlock + seccomp (see course_lib.grading.confine), before the first CUDA call: the threads that
+    # the CUDA driver starts are then confined too (a thread that existed before would stay unconfined)
+    _confine.confine_worker(sandbox, isolation, list(job["denied"]), device)
+    _prepare_device(device)
     _limit_resources(memory_mb, cpu_s, fsize_mb)
     max_numel = int(job["max_numel"])
 
@@ -256,7 +265,6 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, iso
         with open(progress_path, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _confine.confine_worker(sandbox, isolation, list(job["denied"]))  # Landlock + seccomp: see course_lib.grading.confine
     sys.stdout, sys.stderr = stdout, stderr
     _install_audit_hook(sandbox, list(job["denied"]), violations)
 
@@ -285,8 +293,8 @@ def run_job(memory_mb: int, cpu_s: int, fsize_mb: int, trusted_pickle: bool, iso
         else:
             try:
                 target = _learner_callable(name, fn, exercise["check"], int(exercise["seed"]))
-                if job.get("device", "cpu") != "cpu":  # inputs moved there, outputs back to the CPU
-                    target = _core.on_device(target, job["device"])
+                if device != "cpu":  # inputs moved there, outputs back to the CPU
+                    target = _core.on_device(target, device)
                 entry = {"status": "ok", "outcomes": _call_all(target, exercise["cases"], max_numel, events)}
             except BaseException as exc:  # noqa: BLE001
                 entry = {"status": "error", "type": type(exc).__name__[:100], "message": _first_line(exc)}
