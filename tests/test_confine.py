@@ -112,7 +112,7 @@ def c_fork_bomb(limit: int) -> dict:
 
 
 def in_child(attack, mode: str = "full", sandbox: str | None = None, read_paths: list[str] | None = None,
-             abi: int | None = None) -> dict:
+             abi: int | None = None, devices: list[str] = ()) -> dict:
     """Fork; the child confines itself as ``mode`` says, runs ``attack()`` and sends its result back.
 
     mode: "full" (Landlock + seccomp), "landlock" (Landlock only), "seccomp" (seccomp only),
@@ -124,7 +124,7 @@ def in_child(attack, mode: str = "full", sandbox: str | None = None, read_paths:
         try:
             os.close(r)
             if mode in ("full", "landlock"):
-                applied = confine.confine(sandbox, read_paths, abi=abi, seccomp=(mode == "full"))
+                applied = confine.confine(sandbox, read_paths, abi=abi, seccomp=(mode == "full"), devices=devices)
             elif mode == "seccomp":
                 _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
                 confine._install_seccomp(confine._seccomp_machine())
@@ -620,3 +620,35 @@ def test_the_folders_of_the_loaded_drivers_libraries_are_found_from_the_process_
     assert confine._loaded_library_folders(("libno-such-library-",)) == []
     if not confine.cuda_paths()[0]:  # no NVIDIA device files: nothing to grant
         assert confine.cuda_paths() == ([], [])
+
+
+def c_open_and_ioctl(path: str, flags: int) -> dict:
+    """open(path, flags), then a terminal ioctl (TCGETS) on it: a device that is no terminal answers ENOTTY,
+    Landlock answers EACCES where the ioctl right was not granted."""
+    fd = _libc.open(path.encode(), flags)
+    if fd < 0:
+        return {"open": _call(fd)}
+    termios = ctypes.create_string_buffer(64)
+    out = {"open": {"ret": 0}, "ioctl": _call(_libc.ioctl(fd, 0x5401, termios))}  # TCGETS
+    os.close(fd)
+    return out
+
+
+@pytest.mark.skipif(ABI < 5, reason=f"the ioctl right needs Landlock ABI >= 5 (this kernel: ABI {ABI})")
+def test_a_granted_device_file_opens_for_writing_and_takes_ioctls_and_no_other_does(tree):
+    """What ``devices=`` grants a GPU's files (``cuda_paths``), shown on a device every Linux has: /dev/full.
+
+    Granted as a device: it opens read-write and an ioctl reaches its driver (ENOTTY: not a terminal).
+    Granted for reading only: it opens read-only, and the ioctl is refused (EACCES). Not granted: no open."""
+    sandbox, reads = str(tree["sandbox"]), tree["read_paths"]
+    as_device = in_child(lambda: c_open_and_ioctl("/dev/full", os.O_RDWR), "full", sandbox, reads,
+                         devices=["/dev/full"])
+    assert as_device["open"]["ret"] == 0 and as_device["ioctl"] == {"ret": -1, "errno": errno.ENOTTY}
+    both = lambda: {"rw": c_open_and_ioctl("/dev/full", os.O_RDWR), "ro": c_open_and_ioctl("/dev/full", os.O_RDONLY)}
+    read_only = in_child(both, "full", sandbox, reads + ["/dev/full"])
+    assert read_only["rw"]["open"] == {"ret": -1, "errno": errno.EACCES}
+    assert read_only["ro"]["open"]["ret"] == 0 and read_only["ro"]["ioctl"] == {"ret": -1, "errno": errno.EACCES}
+    not_granted = in_child(lambda: c_open_and_ioctl("/dev/full", os.O_RDONLY), "full", sandbox, reads)
+    assert not_granted["open"] == {"ret": -1, "errno": errno.EACCES}
+    unconfined = in_child(lambda: c_open_and_ioctl("/dev/full", os.O_RDWR), "none")  # the control
+    assert unconfined["ioctl"] == {"ret": -1, "errno": errno.ENOTTY}
