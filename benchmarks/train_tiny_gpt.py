@@ -27,7 +27,9 @@ character:
   run of the same recipe, with the CPU partly shared: final 1.511.
 
 On the corpus alone (``--no-more-plays``), against the plain float32 AdamW loop at 3e-3 (11k
-tokens/s):
+tokens/s). The runs with dropout below were made when ``CausalSelfAttention`` dropped its heads'
+outputs; it now drops the attention weights (as its docstring and PyTorch say), so they are not
+repeatable as such (the default recipe has no dropout, and is):
 
 - torch.compile + bfloat16 autocast: 26.9k tokens/s (2.4x). Without dropout the model then
   sees 24 epochs of the 0.93M training characters in 15 minutes and overfits: the validation

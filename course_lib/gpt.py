@@ -151,7 +151,7 @@ class GPTConfig:
 
 def grouped_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                            scale: float | None = None, return_weights: bool = False):
+                            scale: float | None = None, return_weights: bool = False, dropout_p: float = 0.0):
     """Attention where each key/value head serves a group of ``G = H / Hkv`` query heads.
 
     Query head ``h`` reads key/value head ``h // G`` (the grouping of PyTorch's
@@ -167,7 +167,9 @@ def grouped_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch
             (..., H or 1, L, S).
         is_causal: if True, query i sees keys 0..i (top-left aligned). Not with attn_mask.
         scale: multiplier of the scores; None = 1 / sqrt(E).
-        return_weights: if True, also return the weights (..., H, L, S).
+        return_weights: if True, also return the weights (..., H, L, S) (after dropout, as used).
+        dropout_p: the probability of zeroing each attention weight (kept ones scaled by 1/(1-p));
+            0.0 = off, for evaluation.
     Returns:
         output (..., H, L, Ev) [, weights (..., H, L, S)], in query's dtype and device.
     Shape:
@@ -202,7 +204,7 @@ def grouped_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch
         else:
             raise ValueError(f"{fn}: attn_mask {v.shape_str(attn_mask)} must have 1 or H={H} heads in dim -3")
     result = scaled_dot_product_attention(q, k, val, attn_mask=mask, is_causal=is_causal, scale=scale,
-                                          return_weights=return_weights)  # (..., Hkv, G, L, Ev)
+                                          dropout_p=dropout_p, return_weights=return_weights)  # (..., Hkv, G, L, Ev)
     if return_weights:
         out, weights = result
         return out.flatten(-4, -3), weights.flatten(-4, -3)  # (..., Hkv, G, L, *) -> (..., H, L, *)
@@ -254,7 +256,8 @@ class CausalSelfAttention(nn.Module):
             cache: optional :class:`KVCache` of this layer; the new keys and values are appended
                 (along the sequence dim) and the L new queries attend to every cached position
                 and to the new positions up to their own.
-            need_weights: if True, also return the weights (B, H, L, S); not with a cache.
+            need_weights: if True, also return the weights (B, H, L, S), after dropout in training (the
+                weights the output used, as ``nn.MultiheadAttention`` returns them); not with a cache.
             head_mask: optional (H,) tensor multiplied into each head's output (0 = ablate the head).
         Returns:
             out (B, L, D) [, weights (B, H, L, S)].
@@ -264,12 +267,11 @@ class CausalSelfAttention(nn.Module):
         val = split_heads(self.W_value(x), self.num_kv_heads)  # (B, L, Hkv * E) -> (B, Hkv, L, E)
         weights = None
         if cache is None:
-            dropout_p = self.dropout if self.training else 0.0
-            if dropout_p > 0.0 or need_weights:
-                heads, weights = grouped_query_attention(q, k, val, is_causal=True, return_weights=True)
-                heads = F.dropout(heads, p=dropout_p, training=True) if dropout_p > 0.0 else heads
-            else:
-                heads = grouped_query_attention(q, k, val, is_causal=True)  # (B, H, L, E)
+            dropout_p = self.dropout if self.training else 0.0  # on the weights, as nn.MultiheadAttention
+            heads = grouped_query_attention(q, k, val, is_causal=True, dropout_p=dropout_p,
+                                            return_weights=need_weights)  # (B, H, L, E)
+            if need_weights:
+                heads, weights = heads
         else:
             if need_weights:
                 raise ValueError("CausalSelfAttention.forward: need_weights=True is not supported with a cache")

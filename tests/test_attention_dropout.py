@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from course_lib import MultiHeadAttention, scaled_dot_product_attention
+from course_lib.gpt import CausalSelfAttention
+from course_lib.multihead import merge_heads, split_heads
 
 
 def _check_dropped(dropped, clean, p):
@@ -60,3 +62,28 @@ def test_multihead_dropout_in_training_mode_only(p):
     torch.manual_seed(4)
     _, w_train = module(x, need_weights=True)
     _check_dropped(w_train, w_eval, p)
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2, 1], ids=["MHA", "GQA", "MQA"])
+def test_gpt_attention_drops_weights_and_its_output_uses_them(num_kv_heads):
+    """CausalSelfAttention's dropout is on the attention weights (Vaswani et al. 2017, sec. 5.4, as
+    nn.MultiheadAttention and F.scaled_dot_product_attention's dropout_p): each allowed weight is zeroed at
+    rate p, the kept ones are scaled by 1/(1-p), the causal zeros stay zero, and the output is the dropped
+    weights times the values (not the clean output with its features dropped)."""
+    p, B, L, D, H = 0.2, 32, 48, 16, 4
+    torch.manual_seed(5)
+    module = CausalSelfAttention(D, H, num_kv_heads, dropout=p)
+    x = torch.randn(B, L, D, generator=torch.Generator().manual_seed(6))
+    _, w_eval = module.eval()(x, need_weights=True)
+    torch.manual_seed(7)
+    out, w_train = module.train()(x, need_weights=True)
+    allowed = torch.ones(L, L, dtype=torch.bool).tril().expand_as(w_train)  # (B, H, L, L): 37,632 allowed weights
+    assert (w_train[~allowed] == 0).all() and (w_eval[allowed] > 0).all()
+    zeroed = (w_train == 0) & allowed
+    n = int(allowed.sum())
+    assert abs(zeroed.sum().item() - n * p) < 6 * math.sqrt(n * p * (1 - p)), zeroed.sum().item() / n
+    kept = allowed & ~zeroed
+    torch.testing.assert_close(w_train[kept], w_eval[kept] / (1 - p))
+    values = split_heads(module.W_value(x), num_kv_heads)  # (B, Hkv, L, E)
+    heads = (w_train.unflatten(1, (num_kv_heads, H // num_kv_heads)) @ values.unsqueeze(2)).flatten(1, 2)
+    torch.testing.assert_close(out, module.W_out(merge_heads(heads)))
