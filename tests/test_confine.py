@@ -537,6 +537,8 @@ def test_the_grading_worker_confines_the_submission_by_default(tree, isolation, 
                "--fsize", "16", "--trusted-pickle", "0"] + ([] if isolation is None else ["--isolation", isolation])
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "HOME": str(tree["home"]), "MPLBACKEND": "Agg"}
+    if device == "cuda" and "LD_LIBRARY_PATH" in os.environ:  # where the driver's library may be (as the grader)
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     proc = subprocess.run(command, cwd=sandbox, env=env, stdin=subprocess.DEVNULL, capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(sandbox / "results.pt", weights_only=True)["complete"]
