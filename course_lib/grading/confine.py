@@ -17,7 +17,9 @@ sets ``PR_SET_NO_NEW_PRIVS``. The ruleset handles every access right the kernel'
   ABI 5: ``IOCTL_DEV``. Granted: everything inside the sandbox folder; read and write of
   ``/dev/null``; read (no execute: shared libraries are mapped, never executed with execve) of
   the read set (:func:`default_read_paths`). Everything else (the repository, ``solutions/``,
-  the other submissions, the output folder, the home folder) is refused with ``EACCES``.
+  the other submissions, the output folder, the home folder) is refused with ``EACCES``. A worker
+  that grades on a GPU is also granted the GPU's device files (read, write, ``ioctl``) and the
+  driver's folders (:func:`cuda_paths`), and makes its CUDA context only after confining itself.
 * ABI 4: ``handled_access_net`` with TCP bind and connect and no rule: every TCP bind and
   connect is refused.
 * ABI 6: ``scoped`` ``LANDLOCK_SCOPE_SIGNAL`` and ``LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET``: no
@@ -207,7 +209,8 @@ def cuda_paths() -> tuple[list[str], list[str]]:
       parameters (``/proc/driver/nvidia``, ``/proc/devices``, ``/proc/sys/vm/mmap_min_addr``) and the
       PCI devices' entries in sysfs (``/sys/bus/pci``, ``/sys/devices``), where it finds each GPU.
 
-    Measured with ``strace`` on a CUDA start (an H200, driver 580, CUDA 13.0).
+    The list comes from ``strace`` of a CUDA start on an H200 (driver 580, CUDA 13.0); the test that starts
+    CUDA inside the confinement (tests/test_confine.py) runs wherever CUDA is available.
 
     Returns:
         tuple[list[str], list[str]]: absolute paths; two empty lists on a machine without NVIDIA's driver.
@@ -223,7 +226,7 @@ def cuda_paths() -> tuple[list[str], list[str]]:
         return [], []
     for name in ("libcuda.so.1", "libnvidia-ml.so.1"):
         try:
-            ctypes.CDLL(name)  # maps the library (and keeps it): no CUDA call, no thread
+            ctypes.CDLL(name)  # maps the library (and keeps it loaded); no CUDA call is made
         except OSError:
             continue
     reads = _loaded_library_folders(("libcuda.so", "libnvidia-")) + [p for p in CUDA_READ_PATHS if os.path.exists(p)]
