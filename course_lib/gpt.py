@@ -268,10 +268,9 @@ class CausalSelfAttention(nn.Module):
         weights = None
         if cache is None:
             dropout_p = self.dropout if self.training else 0.0  # on the weights, as nn.MultiheadAttention
-            heads = grouped_query_attention(q, k, val, is_causal=True, dropout_p=dropout_p,
-                                            return_weights=need_weights)  # (B, H, L, E)
-            if need_weights:
-                heads, weights = heads
+            result = grouped_query_attention(q, k, val, is_causal=True, dropout_p=dropout_p,
+                                             return_weights=need_weights)
+            heads, weights = result if need_weights else (result, None)  # (B, H, L, E), (B, H, L, S)
         else:
             if need_weights:
                 raise ValueError("CausalSelfAttention.forward: need_weights=True is not supported with a cache")
