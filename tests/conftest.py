@@ -22,8 +22,8 @@ Use it in any test file::
     @pytest.mark.parametrize("device", devices_for(meta="needs values: ..."))
     def test_y(device): ...                  # cpu and cuda; meta skipped with that reason
 
-``from conftest import devices_for, has_data`` works from every file in tests/ (pytest puts
-this folder on sys.path).
+``from conftest import devices_for, has_data, needs_cuda`` works from every file in tests/ (pytest
+puts this folder on sys.path).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ settings.register_profile("course", derandomize=True, deadline=None, database=No
 settings.load_profile("course")
 
 _NO_CUDA = "no CUDA device on this machine (torch.cuda.is_available() is False)"
+#: For a test that needs a GPU as a whole (not one case of ``device``): ``@needs_cuda``.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=_NO_CUDA)
 DEVICE_KINDS = ("cpu", "meta", "cuda")
 
 

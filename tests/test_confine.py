@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import needs_cuda
 from course_lib.grading import confine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -515,13 +516,9 @@ with open("attack.txt", "wb") as out:  # inside the sandbox: allowed
 '''
 
 
-_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine "
-                              "(torch.cuda.is_available() is False)")
-
-
 @needs_landlock
 @pytest.mark.parametrize("isolation,device", [(None, "cpu"), ("none", "cpu"),
-                                              pytest.param(None, "cuda", marks=_NO_CUDA)])
+                                              pytest.param(None, "cuda", marks=needs_cuda)])
 def test_the_grading_worker_confines_the_submission_by_default(tree, isolation, device):
     """``python -m course_lib.grading.worker`` without ``--isolation`` confines; ``--isolation none`` does not.
 
@@ -595,7 +592,7 @@ print(json.dumps({"devices": devices, "total": total, "status": status, "read": 
 
 
 @needs_landlock
-@_NO_CUDA
+@needs_cuda
 def test_the_cuda_drivers_threads_are_born_confined(tree):
     """A worker on a GPU confines itself before its first CUDA call: CUDA still starts (its device files and
     folders are granted), and every thread the driver starts carries the seccomp filter (a thread that existed

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import grading_fixtures as fx
+from conftest import needs_cuda
 from course_lib import checks
 from course_lib.checks import core
 from course_lib.checks.handwritten import ready_made_in_cells, ready_made_in_function
@@ -226,12 +227,11 @@ def test_native_code_attacks_wrote_and_read_nothing(batch):
     assert all(r.status != "grader-error" for r in batch.rows)  # the fork server survived the signal and ptrace
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine (torch.cuda.is_available() "
-                    "is False); the same attacks on a CPU worker: the batch above")
+@needs_cuda
 def test_native_code_attacks_fail_the_same_way_when_the_worker_holds_a_gpu(tmp_path):
-    """With ``--device cuda`` the worker opens the GPU's device files and loads cuBLAS while it is still trusted,
-    then confines itself: the native attacks must get the statuses they get on a CPU worker, and nothing may be
-    written or read, while an honest notebook's calls run on the GPU."""
+    """With ``--device cuda`` the worker confines itself, then opens the GPU's device files (granted to it) and
+    starts CUDA: the native attacks must get the statuses they get on a CPU worker (the batch above), and
+    nothing may be written or read, while an honest notebook's calls run on the GPU."""
     out, cls = tmp_path / "out", tmp_path / "class"
     (out / "feedback").mkdir(parents=True)
     two = fx.chapter("02")
