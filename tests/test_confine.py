@@ -522,8 +522,8 @@ with open("attack.txt", "wb") as out:  # inside the sandbox: allowed
 def test_the_grading_worker_confines_the_submission_by_default(tree, isolation, device):
     """``python -m course_lib.grading.worker`` without ``--isolation`` confines; ``--isolation none`` does not.
 
-    On cuda the worker opens the GPU's device files and loads cuBLAS before it confines itself
-    (``_prepare_device``); the confinement that follows must hold all the same.
+    On cuda the worker confines itself, then starts CUDA with the GPU's device files it is granted
+    (``_prepare_device``); the confinement must refuse the read all the same.
     """
     solution = tree["repo"] / "solutions" / "01_dot_products.ipynb"
     sandbox = tree["sandbox"]
